@@ -1,0 +1,52 @@
+# smtestbed: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the test suite talks to (real servers, real tools).
+APT_TEST_PACKAGES ?= openssl
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps lint typecheck unit test demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Strict editable install: the package-dir mapping (services/ -> smtestbed.services,
+# proto/ -> smtestbed.proto) is laid out as a link tree that mypy can follow too.
+install: $(BIN)/python
+	@mkdir -p build
+	flock build/.install.lock $(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+
+system-deps:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint: install
+	$(BIN)/ruff check services proto tests benchmarks
+	$(BIN)/ruff format --check services proto tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy -p smtestbed.services -p smtestbed.proto
+	$(BIN)/mypy tests benchmarks
+
+unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test: install system-deps lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/smtb demo-bus --seconds 8
+
+bench: install
+	$(BIN)/python benchmarks/bus.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

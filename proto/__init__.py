@@ -1,0 +1,1 @@
+"""Wire formats: bus envelope, topics, batches, M-Bus, wireless M-Bus, SML. No sockets."""

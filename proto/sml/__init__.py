@@ -1,0 +1,1 @@
+"""SML, Smart Message Language: transport, messages, OBIS list entries."""

@@ -1,0 +1,1 @@
+"""smtestbed services: one subpackage per process, plus the shared runtime."""

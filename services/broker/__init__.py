@@ -1,0 +1,1 @@
+"""The bus broker: event proxy, request router, service registry and recorder."""
