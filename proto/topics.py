@@ -1,0 +1,97 @@
+"""Topic and request names of the bus, defined once.
+
+Events are published as ``<area>.<what>`` (dotted, lower case); request
+methods use the same style and name the service that answers them first.
+An envelope whose ``kind`` is not listed here is rejected, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+# -- events: bus and broker -------------------------------------------------
+BUS_REJECTED = "bus.rejected"
+BUS_GAP = "bus.gap"
+BROKER_SERVICE_UP = "broker.service_up"
+BROKER_SERVICE_DEAD = "broker.service_dead"
+BROKER_SERVICE_GONE = "broker.service_gone"
+
+# -- events: every service's lifecycle --------------------------------------
+SERVICE_READY = "service.ready"
+SERVICE_STOPPING = "service.stopping"
+SERVICE_COUNTERS = "service.counters"
+
+# -- events: supervisor ------------------------------------------------------
+SUPERVISOR_STARTED = "supervisor.started"
+SUPERVISOR_CRASHED = "supervisor.crashed"
+SUPERVISOR_RESTARTED = "supervisor.restarted"
+SUPERVISOR_STOPPED = "supervisor.stopped"
+
+# -- events: sample service (demo publisher) ----------------------------------
+SAMPLE_TICK = "sample.tick"
+
+# -- simulation plane --------------------------------------------------------
+FRAME_BATCH = "sim.frames"
+
+# -- requests ----------------------------------------------------------------
+BROKER_STATUS = "broker.status"
+SERVICE_PING = "service.ping"
+SERVICE_COUNTERS_GET = "service.get_counters"
+SAMPLE_ECHO = "sample.echo"
+SAMPLE_ADD = "sample.add"
+SAMPLE_SLEEP = "sample.sleep"
+RPC_REPLY = "rpc.reply"
+
+EVENTS: frozenset[str] = frozenset(
+    {
+        BUS_REJECTED,
+        BUS_GAP,
+        BROKER_SERVICE_UP,
+        BROKER_SERVICE_DEAD,
+        BROKER_SERVICE_GONE,
+        SERVICE_READY,
+        SERVICE_STOPPING,
+        SERVICE_COUNTERS,
+        SUPERVISOR_STARTED,
+        SUPERVISOR_CRASHED,
+        SUPERVISOR_RESTARTED,
+        SUPERVISOR_STOPPED,
+        SAMPLE_TICK,
+        FRAME_BATCH,
+    }
+)
+
+REQUESTS: frozenset[str] = frozenset(
+    {
+        BROKER_STATUS,
+        SERVICE_PING,
+        SERVICE_COUNTERS_GET,
+        SAMPLE_ECHO,
+        SAMPLE_ADD,
+        SAMPLE_SLEEP,
+        RPC_REPLY,
+    }
+)
+
+KINDS: frozenset[str] = EVENTS | REQUESTS
+
+
+def is_valid_name(name: str) -> bool:
+    """Return True when ``name`` is a well-formed dotted lower-case topic."""
+    return bool(_NAME.match(name))
+
+
+def is_known(kind: str) -> bool:
+    """Return True when ``kind`` is a topic or request defined in this module."""
+    return kind in KINDS
+
+
+def matches(kind: str, patterns: tuple[str, ...]) -> bool:
+    """Return True when ``kind`` starts with one of ``patterns`` (empty = all).
+
+    This is the same prefix rule ZeroMQ subscriptions use, so a filter given
+    on the command line selects the same events locally and at the broker.
+    """
+    return not patterns or any(kind.startswith(p) for p in patterns)

@@ -1,0 +1,61 @@
+"""The ``smtb`` command: one click group whose subcommands load lazily."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+from smtestbed.services._runtime.commands import TestbedGroup
+from smtestbed.services._runtime.version import VERSION
+
+# name -> "module:attribute"; a module is imported only when its command runs
+COMMANDS: dict[str, tuple[str, str]] = {
+    "broker": ("smtestbed.services.broker.cli:group", "run the bus broker"),
+    "bus": ("smtestbed.services.broker.cli:bus", "tap, record and replay bus events"),
+    "status": ("smtestbed.services.broker.cli:status", "list the services on the bus"),
+    "up": ("smtestbed.services.supervisor.cli:up", "start a testbed from a configuration"),
+    "supervisor": ("smtestbed.services.supervisor.cli:group", "supervisor settings"),
+    "sample": ("smtestbed.services.sample.cli:group", "run the sample service"),
+    "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
+}
+
+
+class LazyGroup(TestbedGroup):
+    """A group that imports a subcommand's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return the subcommand names."""
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return one subcommand."""
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target[0].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                return None  # that part of the testbed is not installed
+            raise
+        command: Any = getattr(module, attr)
+        return command  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List subcommands with their short help without importing them."""
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(VERSION, prog_name="smtb")
+def cli() -> None:
+    """smtestbed: a testbed for intelligent measuring systems."""
+
+
+def main() -> None:
+    """Entry point of the ``smtb`` console script."""
+    cli(prog_name="smtb")

@@ -1,0 +1,1 @@
+"""A sample service: publishes ticks and answers small requests (demos and tests)."""
