@@ -35,6 +35,7 @@ so that :func:`encode_records` reproduces decoded input byte for byte.
 """
 
 from smtestbed.proto.records.decoder import decode_records
+from smtestbed.proto.records.encoder import encode_records
 from smtestbed.proto.records.model import DataBlock, DataType, Function, RawValue, Record, Value
 from smtestbed.proto.records.timestamps import Timestamp
 
@@ -47,4 +48,5 @@ __all__ = [
     "Timestamp",
     "Value",
     "decode_records",
+    "encode_records",
 ]

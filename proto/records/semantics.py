@@ -66,8 +66,15 @@ def _plain_text(vib: bytes, raw: RawValue) -> Meaning:
     length = vib[1]
     unit = vib[2 : 2 + length][::-1].decode("latin-1")
     vife = tuple(byte & 0x7F for byte in vib[2 + length :])
+    value: Value = raw
+    if isinstance(raw, int | float):
+        value = scale(raw, orthogonal_exponent(vife))
     return Meaning(
-        value=raw, unit=unit, quantity="plain_text_unit", description=f"Unit {unit!r}", vife=vife
+        value=value,
+        unit=unit,
+        quantity="plain_text_unit",
+        description=", ".join((f"Unit {unit!r}", *orthogonal_names(vife))),
+        vife=vife,
     )
 
 
