@@ -1,0 +1,1 @@
+"""The supervisor behind `smtb up`: starts, watches, restarts and stops services."""
