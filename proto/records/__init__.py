@@ -34,6 +34,7 @@ Every record keeps its DIB, VIB and data bytes (and the idle fillers before it)
 so that :func:`encode_records` reproduces decoded input byte for byte.
 """
 
+from smtestbed.proto.records.builder import new_record
 from smtestbed.proto.records.decoder import decode_records
 from smtestbed.proto.records.encoder import encode_records
 from smtestbed.proto.records.model import DataBlock, DataType, Function, RawValue, Record, Value
@@ -49,4 +50,5 @@ __all__ = [
     "Value",
     "decode_records",
     "encode_records",
+    "new_record",
 ]

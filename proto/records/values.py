@@ -71,14 +71,13 @@ def decode_bcd(field: bytes) -> int | None:
 def encode_bcd(value: int, size: int) -> bytes:
     """Encode ``value`` as ``size`` bytes of little-endian BCD (0xF sign for negatives)."""
     digits = size * 2
-    text = f"{abs(value):0{digits}d}"
     if value < 0:
-        if len(text) >= digits:
+        if -value >= 10 ** (digits - 1):
             raise ValueError(f"{value} does not fit {digits - 1} BCD digits and a sign")
-        text = "f" + text[1:]
-    if len(text) > digits:
+        return bytes.fromhex(f"f{-value:0{digits - 1}d}")[::-1]
+    if value >= 10**digits:
         raise ValueError(f"{value} does not fit {digits} BCD digits")
-    return bytes.fromhex(text)[::-1]
+    return bytes.fromhex(f"{value:0{digits}d}")[::-1]
 
 
 def decode_field(data_type: DataType, field: bytes) -> RawValue:
@@ -113,11 +112,16 @@ def encode_field(data_type: DataType, raw: RawValue) -> bytes:
     """
     size = FIXED_LENGTHS.get(data_type)
     if data_type in INT_TYPES and isinstance(raw, int) and size is not None:
+        if not -(2 ** (8 * size - 1)) <= raw < 2 ** (8 * size - 1):
+            raise ValueError(f"{raw} does not fit {data_type}")
         return raw.to_bytes(size, "little", signed=True)
     if data_type in BCD_TYPES and isinstance(raw, int) and size is not None:
         return encode_bcd(raw, size)
     if data_type is DataType.REAL32 and isinstance(raw, int | float):
-        return struct.pack("<f", raw)
+        try:
+            return struct.pack("<f", raw)
+        except OverflowError as exc:
+            raise ValueError(f"{raw} does not fit real32") from exc
     if data_type is DataType.LVAR:
         return _encode_lvar(raw)
     if size == 0 and raw is None:
