@@ -74,7 +74,7 @@ def decode_records(data: bytes, *, offset: int = 0) -> DataBlock:
 def _decode_record(data: bytes, start: int, fill: int, offset: int) -> tuple[Record, int]:
     dib = _decode_dib(data, start, offset)
     vib_end = _vib_end(data, dib.end, offset)
-    length = _field_length(dib.data_type, data, vib_end, offset)
+    length = field_length(dib.data_type, data, vib_end, offset=offset)
     end = vib_end + length
     if end > len(data):
         raise ProtocolError(
@@ -102,15 +102,6 @@ def _decode_record(data: bytes, start: int, fill: int, offset: int) -> tuple[Rec
         vife=meaning.vife,
     )
     return record, end
-
-
-def _field_length(data_type: DataType, data: bytes, pos: int, offset: int) -> int:
-    try:
-        return field_length(data_type, data, pos)
-    except ProtocolError as exc:
-        raise ProtocolError(
-            str(exc.args[0]).split(" at byte")[0], reason=exc.reason, offset=offset + pos
-        ) from exc
 
 
 def _decode_dib(data: bytes, pos: int, offset: int) -> _Dib:

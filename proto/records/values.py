@@ -44,8 +44,10 @@ def lvar_length(lvar: int, *, offset: int) -> int:
     raise ProtocolError(f"reserved LVAR value 0x{lvar:02X}", reason="reserved_lvar", offset=offset)
 
 
-def field_length(data_type: DataType, data: bytes, pos: int) -> int:
+def field_length(data_type: DataType, data: bytes, pos: int, *, offset: int = 0) -> int:
     """Return the length of the data field starting at ``pos`` (LVAR byte included).
+
+    ``offset`` is added to error offsets (position of ``data`` in a frame).
 
     Raises:
         ProtocolError: ``truncated`` when the LVAR byte is missing.
@@ -53,8 +55,10 @@ def field_length(data_type: DataType, data: bytes, pos: int) -> int:
     if data_type is not DataType.LVAR:
         return FIXED_LENGTHS[data_type]
     if pos >= len(data):
-        raise ProtocolError("premature end of record at LVAR", reason="truncated", offset=pos)
-    return 1 + lvar_length(data[pos], offset=pos)
+        raise ProtocolError(
+            "premature end of record at LVAR", reason="truncated", offset=offset + pos
+        )
+    return 1 + lvar_length(data[pos], offset=offset + pos)
 
 
 def decode_bcd(field: bytes) -> int | None:
