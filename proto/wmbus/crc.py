@@ -52,3 +52,16 @@ def crc16(data: bytes | bytearray | memoryview) -> int:
     if size & 1:
         crc = ((crc << 8) & 0xFFFF) ^ _T8[(crc >> 8) ^ data[size - 1]]
     return crc ^ 0xFFFF
+
+
+def crc16_span(data: bytes, start: int, end: int) -> int:
+    """Return the CRC of ``data[start:end]`` without slicing (hot path of the link layer)."""
+    pairs = (end - start) >> 1
+    crc = 0
+    table = _T16
+    words = _WORDS[pairs] if pairs < len(_WORDS) else struct.Struct(f">{pairs}H")
+    for word in words.unpack_from(data, start):
+        crc = table[crc ^ word]
+    if (end - start) & 1:
+        crc = ((crc << 8) & 0xFFFF) ^ _T8[(crc >> 8) ^ data[end - 1]]
+    return crc ^ 0xFFFF

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 
-from smtestbed.proto.wmbus.crc import crc16
+from smtestbed.proto.wmbus.crc import crc16, crc16_span
 from smtestbed.proto.wmbus.fields import MeterAddress, c_field_name
 from smtestbed.services._runtime.errors import ProtocolError
 
@@ -91,13 +92,24 @@ def _check_block(frame: bytes, start: int, end: int, number: int) -> None:
             f"frame ends inside block {number}", reason="truncated", offset=len(frame)
         )
     found = frame[end] << 8 | frame[end + 1]
-    wanted = crc16(memoryview(frame)[start:end])
+    wanted = crc16_span(frame, start, end)
     if found != wanted:
         raise ProtocolError(
             f"CRC of block {number} is 0x{found:04X}, computed 0x{wanted:04X}",
             reason="bad_crc",
             offset=end,
         )
+
+
+@lru_cache(maxsize=256)
+def _a_blocks(length: int) -> tuple[tuple[int, int], ...]:
+    """Return (start, end) of each data block after block 1 of a format A frame."""
+    blocks, pos, left = [], HEADER_SIZE + 2, length - (HEADER_SIZE - 1)
+    while left > 0:
+        take = min(left, BLOCK_SIZE)
+        blocks.append((pos, pos + take))
+        pos, left = pos + take + 2, left - take
+    return tuple(blocks)
 
 
 def format_a_size(length: int) -> int:
@@ -145,14 +157,11 @@ def strip_crcs_a(frame: bytes) -> bytes:
             reason="bad_length",
             offset=0,
         )
-    out = bytearray(frame[:HEADER_SIZE])
-    pos, number, left = HEADER_SIZE + 2, 2, length - (HEADER_SIZE - 1)
-    while left > 0:
-        take = min(left, BLOCK_SIZE)
-        _check_block(frame, pos, pos + take, number)
-        out += frame[pos : pos + take]
-        pos, number, left = pos + take + 2, number + 1, left - take
-    return bytes(out)
+    parts = [frame[:HEADER_SIZE]]
+    for number, (start, end) in enumerate(_a_blocks(length), 2):
+        _check_block(frame, start, end, number)
+        parts.append(frame[start:end])
+    return b"".join(parts)
 
 
 def add_crcs_b(data: bytes) -> bytes:
@@ -219,7 +228,7 @@ def detect_format(frame: bytes) -> FrameFormat:
     """
     if len(frame) >= HEADER_SIZE + 2 and len(frame) == format_a_size(frame[0]):
         crc = frame[HEADER_SIZE] << 8 | frame[HEADER_SIZE + 1]
-        if crc == crc16(memoryview(frame)[:HEADER_SIZE]):
+        if crc == crc16_span(frame, 0, HEADER_SIZE):
             return FrameFormat.A
     return FrameFormat.B
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from functools import lru_cache
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 from smtestbed.proto.wmbus.errors import BadMacError, No2F2FError, WrongKeyError
 from smtestbed.proto.wmbus.fields import MeterAddress
@@ -77,6 +77,29 @@ def cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
     return op.update(data) + op.finalize()
 
 
+@lru_cache(maxsize=1024)
+def _ecb_decryptor(key: bytes) -> CipherContext:
+    # An ECB context keeps no chaining state between whole blocks, so one per static
+    # (mode 5) key serves every telegram: no cipher objects built per call.
+    return Cipher(_aes(key), modes.ECB()).decryptor()
+
+
+def cbc_decrypt_static(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """AES-128-CBC decrypt with a long-lived key: cached AES block decryption + CBC XOR.
+
+    ``P_i = D_K(C_i) xor C_(i-1)`` with ``C_(-1) = IV``; equal to :func:`cbc_decrypt`. Not
+    safe to call from several threads at once (the cached context is shared).
+    """
+    size = len(data)
+    if size % BLOCK:
+        raise ProtocolError("ciphertext is not a whole number of AES blocks", reason="truncated")
+    if not size:
+        return b""
+    blocks = _ecb_decryptor(bytes(key)).update(data)
+    chain = int.from_bytes(iv + data[: size - BLOCK], "big")
+    return (int.from_bytes(blocks, "big") ^ chain).to_bytes(size, "big")
+
+
 def cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
     """AES-128-CBC encrypt whole blocks (the caller pads)."""
     op = Cipher(_aes(key), modes.CBC(iv)).encryptor()
@@ -119,7 +142,7 @@ def decrypt_mode5(
         ProtocolError: ``truncated`` when the payload is shorter than N blocks.
     """
     secret, rest = _split(payload, blocks)
-    plain = cbc_decrypt(key, mode5_iv(address, access_number), secret)
+    plain = cbc_decrypt_static(key, mode5_iv(address, access_number), secret)
     if plain[:2] != CHECK_BYTES:
         raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
     return plain + rest
