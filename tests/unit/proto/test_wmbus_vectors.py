@@ -1,6 +1,6 @@
 """Tests over the wmbusmeters vector set: link/transport decode, mode 5, round trips, records.
 
-Run as a script (``.venv/bin/python tests/unit/proto/test_wmbus_vectors.py``) to print the
+Run ``.venv/bin/python -m tests.unit.proto.test_wmbus_vectors`` to print the
 record field-matching counts.
 
 wmbusmeters names fields per driver but ends them with a unit suffix (``total_m3``,
