@@ -38,6 +38,17 @@ class TestbedGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
+class TestbedCommand(click.Command):
+    """A click command that shows TestbedError as one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; turn a TestbedError into a ClickException."""
+        try:
+            return super().invoke(ctx)
+        except TestbedError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
 def config_options(func: F) -> F:
     """Add ``--config``, ``--instance``, ``--set`` and ``--log-level``."""
     func = click.option(

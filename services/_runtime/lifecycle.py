@@ -103,7 +103,7 @@ def main(service: Service) -> int:
         service=service.service, instance=cfg.instance, level=cfg.log_level, fmt=cfg.log_format
     )
     try:
-        asyncio.run(_Runner(service).run())
+        asyncio.run(ServiceRunner(service).run())
     except TestbedError as exc:
         service.log.error("service_failed", error=str(exc))
         return EXIT_ERROR
@@ -113,9 +113,18 @@ def main(service: Service) -> int:
     return EXIT_OK
 
 
-class _Runner:
-    def __init__(self, service: Service) -> None:
+class ServiceRunner:
+    """Run one service in the current event loop (``main`` uses it per process).
+
+    Args:
+        service: the service to run.
+        signals: handle SIGTERM/SIGINT (only for the process's main service).
+    """
+
+    def __init__(self, service: Service, *, signals: bool = True) -> None:
         self.service = service
+        self.signals = signals
+        self.ready = asyncio.Event()
         self.stopping = False
         self._interrupts = 0
         self._task: asyncio.Task[None] | None = None
@@ -123,6 +132,7 @@ class _Runner:
         self._helpers: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
+        """Run the service until it returns, fails or is stopped."""
         svc, cfg = self.service, self.service.config
         if svc.uses_bus:
             svc._bus = BusClient(
@@ -133,7 +143,8 @@ class _Runner:
                 heartbeat_s=cfg.heartbeat_s,
             )
             self._install_handlers(svc._bus)
-        self._install_signals()
+        if self.signals:
+            self._install_signals()
         svc.log.info("service_starting", pid=os.getpid())
         try:
             async with asyncio.TaskGroup() as tg:
@@ -164,6 +175,7 @@ class _Runner:
 
     def _on_ready(self) -> None:
         svc = self.service
+        self.ready.set()
         _notify_ready()
         svc.log.info("service_ready")
         bus = svc._bus

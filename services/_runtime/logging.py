@@ -51,4 +51,4 @@ def configure(*, service: str, instance: str, level: str = "info", fmt: str = "a
 
 def get_logger(**bind: Any) -> Any:
     """Return a structlog logger with ``bind`` added to every entry."""
-    return structlog.get_logger().bind(**bind)
+    return structlog.get_logger(**bind)

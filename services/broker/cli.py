@@ -14,7 +14,7 @@ import click
 from smtestbed.proto import topics
 from smtestbed.services._runtime.bus import Endpoints, Event
 from smtestbed.services._runtime.client import BusClient
-from smtestbed.services._runtime.commands import TestbedGroup, client_config, service_group
+from smtestbed.services._runtime.commands import TestbedCommand, TestbedGroup, client_config, service_group
 from smtestbed.services.broker import recorder
 from smtestbed.services.broker.service import Broker
 
@@ -53,7 +53,7 @@ async def fetch_status(endpoints: Endpoints, timeout: float) -> dict[str, Any]:
         client.close()
 
 
-@click.command()
+@click.command(cls=TestbedCommand)
 @_config_option
 @_set_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from smtestbed.services._runtime.commands import (
+    TestbedCommand,
     TestbedGroup,
     config_options,
     print_config,
@@ -28,7 +29,7 @@ def _testbed_file(config_file: Path | None) -> Path:
     return Path(handle.name)
 
 
-@click.command()
+@click.command(cls=TestbedCommand)
 @click.option(
     "--config",
     "config_file",
