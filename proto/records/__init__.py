@@ -35,7 +35,7 @@ so that :func:`encode_records` reproduces decoded input byte for byte.
 """
 
 from smtestbed.proto.records.builder import new_record
-from smtestbed.proto.records.decoder import decode_records
+from smtestbed.proto.records.decoder import decode_records, salvage_records
 from smtestbed.proto.records.encoder import encode_records
 from smtestbed.proto.records.model import DataBlock, DataType, Function, RawValue, Record, Value
 from smtestbed.proto.records.timestamps import Timestamp
@@ -51,4 +51,5 @@ __all__ = [
     "decode_records",
     "encode_records",
     "new_record",
+    "salvage_records",
 ]

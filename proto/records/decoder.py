@@ -50,6 +50,27 @@ def decode_records(data: bytes, *, offset: int = 0) -> DataBlock:
     Raises:
         ProtocolError: on any malformed or truncated record.
     """
+    block, fault = salvage_records(data, offset=offset)
+    if fault is not None:
+        raise fault
+    return block
+
+
+def salvage_records(data: bytes, *, offset: int = 0) -> tuple[DataBlock, ProtocolError | None]:
+    """Decode records up to the first fault and return them with that fault.
+
+    Receivers of real meters need this: some meters cut their last record short or
+    end with a reserved DIF (wmbusmeters, for one, keeps the records read until then).
+    The records before the fault are exactly those :func:`decode_records` would give.
+
+    Args:
+        data: the bytes after the TPL header.
+        offset: position of ``data`` in the enclosing frame, added to error offsets.
+
+    Returns:
+        The well-formed records before the first fault (all of them when there is
+        none) and the fault as a :class:`ProtocolError`, or None.
+    """
     records: list[Record] = []
     pos = fill = 0
     while pos < len(data):
@@ -58,17 +79,24 @@ def decode_records(data: bytes, *, offset: int = 0) -> DataBlock:
             pos, fill = pos + 1, fill + 1
             continue
         if dif in (MANUFACTURER_DATA, MORE_RECORDS_FOLLOW):
-            return DataBlock(
-                records=tuple(records),
-                manufacturer_data=bytes(data[pos + 1 :]),
-                more_follow=dif == MORE_RECORDS_FOLLOW,
-                special_dif=True,
-                trailing_fill=fill,
-            )
-        record, pos = _decode_record(data, pos, fill, offset)
+            return _with_manufacturer_data(records, data[pos:], fill), None
+        try:
+            record, pos = _decode_record(data, pos, fill, offset)
+        except ProtocolError as fault:
+            return DataBlock(records=tuple(records), trailing_fill=fill), fault
         records.append(record)
         fill = 0
-    return DataBlock(records=tuple(records), trailing_fill=fill)
+    return DataBlock(records=tuple(records), trailing_fill=fill), None
+
+
+def _with_manufacturer_data(records: list[Record], rest: bytes, fill: int) -> DataBlock:
+    return DataBlock(
+        records=tuple(records),
+        manufacturer_data=bytes(rest[1:]),
+        more_follow=rest[0] == MORE_RECORDS_FOLLOW,
+        special_dif=True,
+        trailing_fill=fill,
+    )
 
 
 def _decode_record(data: bytes, start: int, fill: int, offset: int) -> tuple[Record, int]:
