@@ -95,7 +95,8 @@ def _unpack_map(data: bytes | memoryview) -> dict[str, Any]:
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise EnvelopeError(f"envelope is not msgpack: {exc}", reason="not_msgpack") from exc
+        detail = str(exc) or type(exc).__name__
+        raise EnvelopeError(f"envelope is not msgpack: {detail}", reason="not_msgpack") from exc
     if not isinstance(raw, dict):
         raise EnvelopeError(f"envelope is a {type(raw).__name__}, not a map", reason="not_a_map")
     return raw
@@ -120,6 +121,26 @@ def _check_keys(raw: dict[str, Any]) -> None:
         value = raw[key]
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise EnvelopeError(f"{key} must be a number, got {value!r}", reason="bad_time")
+
+
+def validate_event(topic: bytes, wire: bytes) -> str:
+    """Check an event's topic frame and envelope without building an Envelope.
+
+    Returns:
+        The event's kind.
+
+    Raises:
+        EnvelopeError: bad envelope, or topic frame differing from kind.
+    """
+    raw = _unpack_map(wire)
+    _check_keys(raw)
+    kind: str = raw["kind"]
+    if topic != kind.encode():
+        raise EnvelopeError(
+            f"topic frame {bytes(topic[:64])!r} differs from kind {kind!r}",
+            reason="topic_mismatch",
+        )
+    return kind
 
 
 def check_event_frames(frames: list[bytes]) -> Envelope:

@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 from smtestbed.proto import topics
-from smtestbed.proto.envelope import EnvelopeError, check_event_frames, pack
+from smtestbed.proto.envelope import EnvelopeError, pack, validate_event
 from smtestbed.services._runtime.bus import WELCOME, RejectReporter, SeqCounter
 from smtestbed.services._runtime.errors import ServiceError
 
@@ -112,22 +112,35 @@ class EventProxy(threading.Thread):
                 return
 
     def _pump(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> None:
-        recv_multipart, send_multipart = xsub.recv_multipart, xpub.send_multipart
-        validate = self._validate
+        # Frame by frame rather than recv_multipart: the topic and envelope
+        # are copied (small, validated), raw payload frames after them are
+        # passed on without a copy (frame batches are large).
+        recv, send = xsub.recv, xpub.send
+        more, validate = zmq.SNDMORE, self._validate
         for _ in range(DRAIN):
             try:
-                frames = recv_multipart(zmq.NOBLOCK)
+                topic = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if not xsub.rcvmore:
+                self.rejects.report("frames", "event has 1 frame, needs >= 2", where="broker/proxy")
+                continue
+            wire = recv()
+            extra = [recv(copy=False) for _ in iter(lambda: xsub.rcvmore, False)]
             if validate:
                 try:
-                    check_event_frames(frames)
+                    validate_event(topic, wire)
                 except EnvelopeError as exc:
                     self.rejects.report(exc.reason, str(exc), where="broker/proxy")
                     continue
-            send_multipart(frames)
+            send(topic, more)
+            send(wire, more if extra else 0)
+            size = len(topic) + len(wire)
+            for i, frame in enumerate(extra, 1):
+                send(frame, more if i < len(extra) else 0, copy=False)
+                size += len(frame.buffer)
             self.forwarded += 1
-            self.forwarded_bytes += sum(map(len, frames))
+            self.forwarded_bytes += size
 
     def _publish_rejected(self, body: dict[str, Any]) -> None:
         if self._xpub is None:
