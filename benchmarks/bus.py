@@ -21,7 +21,6 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 
 import zmq
-
 from smtestbed.proto import topics
 from smtestbed.proto.batch import FrameBatch
 from smtestbed.proto.envelope import pack
@@ -109,7 +108,7 @@ def _send_loop(
 def _receive(sock: zmq.Socket[Any], count: int, payload: int, case: str) -> Result:
     got, first, last = 0, 0.0, 0.0
     while got < count:
-        if not sock.poll(IDLE_S * 1000 if got else 10_000):
+        if not sock.poll(int(IDLE_S * 1000) if got else 10_000):
             break
         if len(sock.recv_multipart()) == 1:
             continue  # the broker's welcome, not part of the measurement
@@ -122,7 +121,7 @@ def _receive(sock: zmq.Socket[Any], count: int, payload: int, case: str) -> Resu
 
 
 def _subscriber(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
-    sock = ctx.socket(zmq.SUB)
+    sock: zmq.Socket[Any] = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
