@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from smtestbed.services._runtime import process
 from smtestbed.services._runtime.bus import Endpoints
 from smtestbed.services._runtime.testing import random_endpoints, service_process

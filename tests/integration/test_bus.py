@@ -13,7 +13,6 @@ import msgpack
 import pytest
 import zmq
 import zmq.asyncio
-
 from smtestbed.proto import rpc, topics
 from smtestbed.proto.envelope import pack
 from smtestbed.services._runtime import process
@@ -28,7 +27,6 @@ from smtestbed.services._runtime.testing import (
     bus_client,
     service_process,
     wait_for_event,
-    wait_until,
 )
 from smtestbed.services.broker.cli import fetch_status
 
@@ -36,20 +34,26 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _sample(endpoints: Endpoints, tmp_path: Path, name: str = "sample", **settings: Any) -> Any:
-    return service_process("sample", endpoints, instance=name,
-                           settings={"heartbeat_s": 0.2, **settings},
-                           log_path=tmp_path / f"{name}.log")
+    return service_process(
+        "sample",
+        endpoints,
+        instance=name,
+        settings={"heartbeat_s": 0.2, **settings},
+        log_path=tmp_path / f"{name}.log",
+    )
 
 
-def test_request_reply_crosses_processes(endpoints: Endpoints, broker: process.Popen,
-                                         tmp_path: Path) -> None:
+def test_request_reply_crosses_processes(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """A client's request reaches a service in another process and its result comes back."""
 
     async def scenario() -> tuple[Any, Any]:
         async with bus_client(endpoints) as client:
             added = await client.request("sample", topics.SAMPLE_ADD, {"a": 2, "b": 40})
-            echoed = await client.request("sample", topics.SAMPLE_ECHO,
-                                          {"blob": b"\x00\xff", "n": [1, 2]})
+            echoed = await client.request(
+                "sample", topics.SAMPLE_ECHO, {"blob": b"\x00\xff", "n": [1, 2]}
+            )
             return added, echoed
 
     with _sample(endpoints, tmp_path):
@@ -58,8 +62,9 @@ def test_request_reply_crosses_processes(endpoints: Endpoints, broker: process.P
     assert echoed == {"blob": b"\x00\xff", "n": [1, 2]}
 
 
-def test_service_error_comes_back_as_remote_error(endpoints: Endpoints, broker: process.Popen,
-                                                  tmp_path: Path) -> None:
+def test_service_error_comes_back_as_remote_error(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """A handler's TestbedError reaches the caller with its class name and message."""
 
     async def scenario() -> RemoteError:
@@ -74,8 +79,9 @@ def test_service_error_comes_back_as_remote_error(endpoints: Endpoints, broker: 
     assert "needs numbers a and b" in str(error)
 
 
-def test_unknown_service_fails_fast_with_clear_error(endpoints: Endpoints,
-                                                     broker: process.Popen) -> None:
+def test_unknown_service_fails_fast_with_clear_error(
+    endpoints: Endpoints, broker: process.Popen
+) -> None:
     """A request to a name nobody registered fails at once, not after the timeout."""
 
     async def scenario() -> float:
@@ -88,8 +94,9 @@ def test_unknown_service_fails_fast_with_clear_error(endpoints: Endpoints,
     assert asyncio.run(scenario()) < 2.5
 
 
-def test_dead_service_is_reported_and_refused(endpoints: Endpoints, broker: process.Popen,
-                                              tmp_path: Path) -> None:
+def test_dead_service_is_reported_and_refused(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """After SIGKILL and missed heartbeats the broker marks a service dead and refuses requests."""
 
     async def scenario(proc: process.Popen) -> dict[str, Any]:
@@ -110,17 +117,18 @@ def test_dead_service_is_reported_and_refused(endpoints: Endpoints, broker: proc
     assert result["state"] == "dead"
 
 
-def test_silent_service_times_out_within_the_timeout(endpoints: Endpoints,
-                                                     broker: process.Popen,
-                                                     tmp_path: Path) -> None:
-    """A request that gets no reply raises RequestTimeoutError after its timeout, retries included."""
+def test_silent_service_times_out_within_the_timeout(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
+    """A request without reply raises RequestTimeoutError after its timeout, retries included."""
 
     async def scenario() -> float:
         async with bus_client(endpoints) as client:
             start = time.monotonic()
-            with pytest.raises(RequestTimeoutError, match="within 0.6 s"):
-                await client.request("sample", topics.SAMPLE_SLEEP, {"seconds": 3},
-                                     timeout=0.6, retries=2)
+            with pytest.raises(RequestTimeoutError, match=r"within 0\.6 s"):
+                await client.request(
+                    "sample", topics.SAMPLE_SLEEP, {"seconds": 3}, timeout=0.6, retries=2
+                )
             return time.monotonic() - start
 
     with _sample(endpoints, tmp_path):
@@ -128,8 +136,9 @@ def test_silent_service_times_out_within_the_timeout(endpoints: Endpoints,
     assert 0.55 <= elapsed < 1.5
 
 
-def test_events_flow_from_service_to_subscriber(endpoints: Endpoints, broker: process.Popen,
-                                                tmp_path: Path) -> None:
+def test_events_flow_from_service_to_subscriber(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """Ticks published by a sample process arrive in order with consecutive numbers."""
 
     async def scenario() -> list[Event]:
@@ -156,15 +165,21 @@ async def _raw_publisher(ctx: zmq.asyncio.Context, endpoint: str) -> zmq.asyncio
     return sock
 
 
-def test_broker_drops_and_reports_malformed_events(endpoints: Endpoints,
-                                                   broker: process.Popen) -> None:
-    """Garbage, a wrong version and an unknown kind are dropped, counted and reported; the broker lives on."""
+def test_broker_drops_and_reports_malformed_events(
+    endpoints: Endpoints, broker: process.Popen
+) -> None:
+    """Garbage, wrong version, unknown kind: dropped, counted, reported; the broker lives on."""
     good = pack(topics.SAMPLE_TICK, "raw", 0, 1.0, 1.0, {"n": 1})
     wrong_version = msgpack.packb({**msgpack.unpackb(good), "v": 99})
     unknown_kind = pack(topics.SAMPLE_TICK, "raw", 1, 1.0, 1.0, None).replace(
-        b"sample.tick", b"sample.tock")
-    bad = [[b"sample.tick", b"\xc1\xc1garbage"], [b"sample.tick", wrong_version],
-           [b"sample.tock", unknown_kind], [b"sample.one-frame-only"]]
+        b"sample.tick", b"sample.tock"
+    )
+    bad = [
+        [b"sample.tick", b"\xc1\xc1garbage"],
+        [b"sample.tick", wrong_version],
+        [b"sample.tock", unknown_kind],
+        [b"sample.one-frame-only"],
+    ]
 
     async def scenario() -> tuple[list[str], list[str], dict[str, Any]]:
         ctx = zmq.asyncio.Context.instance()
@@ -191,9 +206,9 @@ def test_broker_drops_and_reports_malformed_events(endpoints: Endpoints,
     assert broker.poll() is None
 
 
-def test_service_rejects_malformed_request_and_keeps_serving(endpoints: Endpoints,
-                                                             broker: process.Popen,
-                                                             tmp_path: Path) -> None:
+def test_service_rejects_malformed_request_and_keeps_serving(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """A request with a broken envelope gets a bad_request reply and a bus.rejected event."""
 
     async def scenario() -> tuple[dict[str, Any], Event, Any]:
@@ -204,7 +219,9 @@ def test_service_rejects_malformed_request_and_keeps_serving(endpoints: Endpoint
             dealer = ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.connect(endpoints.rpc)
-            await dealer.send_multipart([rpc.TAG, rpc.REQ, b"sample", b"id-1", msgpack.packb([1, 2, 3])])
+            await dealer.send_multipart(
+                [rpc.TAG, rpc.REQ, b"sample", b"id-1", msgpack.packb([1, 2, 3])]
+            )
             frames = await asyncio.wait_for(dealer.recv_multipart(), 5)
             dealer.close(0)
             reply = msgpack.unpackb(frames[3])["body"]

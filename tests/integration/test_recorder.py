@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.asyncio
-
 from smtestbed.proto import topics
 from smtestbed.proto.envelope import Envelope, pack
 from smtestbed.services._runtime import process
@@ -24,16 +23,18 @@ def _key(env: Envelope) -> tuple[object, ...]:
     return (env.kind, env.src, env.seq, env.t_sim, env.t_wall, env.body)
 
 
-def test_replay_reproduces_the_recorded_sequence(endpoints: Endpoints, broker: process.Popen,
-                                                 tmp_path: Path) -> None:
+def test_replay_reproduces_the_recorded_sequence(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """Events recorded from a live service come back from replay identical and in order."""
     path = tmp_path / "ticks.smtbrec"
 
     async def record_live() -> int:
         return await recorder.record(endpoints, path, [topics.SAMPLE_TICK], count=15, seconds=20)
 
-    with service_process("sample", endpoints, settings={"interval_s": 0.01},
-                         log_path=tmp_path / "sample.log"):
+    with service_process(
+        "sample", endpoints, settings={"interval_s": 0.01}, log_path=tmp_path / "sample.log"
+    ):
         written = asyncio.run(record_live())
     recorded = [Envelope.from_wire(frames[1]) for _, frames in recorder.read_recording(path)]
 
@@ -55,9 +56,9 @@ def test_replay_reproduces_the_recorded_sequence(endpoints: Endpoints, broker: p
     assert seqs == list(range(seqs[0], seqs[0] + 15))
 
 
-def test_replay_keeps_recorded_timing_scaled_by_speed(endpoints: Endpoints,
-                                                      broker: process.Popen,
-                                                      tmp_path: Path) -> None:
+def test_replay_keeps_recorded_timing_scaled_by_speed(
+    endpoints: Endpoints, broker: process.Popen, tmp_path: Path
+) -> None:
     """At speed 2 a recording spanning 0.4 s replays in about 0.2 s."""
     path = tmp_path / "timed.smtbrec"
     frames = [[b"sample.tick", pack(topics.SAMPLE_TICK, "t", i, 0.0, 0.0, i)] for i in range(3)]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from smtestbed.proto import topics
 from smtestbed.services._runtime.bus import Endpoints
 from smtestbed.services._runtime.errors import TestbedError
@@ -76,9 +75,15 @@ def test_up_restarts_a_killed_service_and_stops_all_on_interrupt(
 ) -> None:
     """SIGKILL on a service brings it back (status and event); SIGINT leaves no process behind."""
     up = subprocess.Popen(
-        [sys.executable, "-m", "smtestbed.services.supervisor", "--config",
-         str(_testbed(tmp_path, endpoints))],
-        stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "smtestbed.services.supervisor",
+            "--config",
+            str(_testbed(tmp_path, endpoints)),
+        ],
+        stdout=(tmp_path / "up.log").open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     names = {"supervisor", "ticker-a", "ticker-b"}
@@ -91,7 +96,8 @@ def test_up_restarts_a_killed_service_and_stops_all_on_interrupt(
             os.kill(first["ticker-a"]["pid"], signal.SIGKILL)
             event = await wait_for_event(sub, lambda e: e.body["name"] == "ticker-a", timeout=15)
         after = await wait_until(
-            lambda: _restarted_now(endpoints, first["ticker-a"]["pid"]), timeout=15)
+            lambda: _restarted_now(endpoints, first["ticker-a"]["pid"]), timeout=15
+        )
         status = await fetch_status(endpoints, 2.0)
         pids = [s["pid"] for s in status["services"]] + [status["broker"]["pid"]]
         return event.body, after, pids
@@ -109,8 +115,9 @@ def test_up_restarts_a_killed_service_and_stops_all_on_interrupt(
     assert [p for p in pids if pid_alive(p)] == []
     log = (tmp_path / "up.log").read_text()
     order = [line for line in log.splitlines() if '"child_stopped"' in line]
-    assert [n for line in order for n in ("ticker-b", "ticker-a", "broker") if f'"{n}"' in line] == [
-        "ticker-b", "ticker-a", "broker"]
+    assert [
+        n for line in order for n in ("ticker-b", "ticker-a", "broker") if f'"{n}"' in line
+    ] == ["ticker-b", "ticker-a", "broker"]
 
 
 async def _alive_now(endpoints: Endpoints, names: set[str]) -> dict[str, Any] | None:
@@ -137,8 +144,12 @@ name = "b"
 run = "sample"
 after = ["a"]
 """)
-    result = subprocess.run([sys.executable, "-m", "smtestbed.services.supervisor",
-                             "--config", str(path)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "smtestbed.services.supervisor", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -3,21 +3,18 @@
 Run ``.venv/bin/python -m tests.unit.proto.test_wmbus_vectors`` to print the
 record field-matching counts.
 
-wmbusmeters names fields per driver but ends them with a unit suffix (``total_m3``,
-``total_energy_consumption_kwh``, ``flow_temperature_c``). A field counts as matched when a
-record of a fitting quantity holds the same value after unit conversion. Storage number and
-tariff are not compared: driver field names do not say them in a uniform way.
+Which of wmbusmeters' fields come from standard records, and how they are compared,
+is set out in :mod:`tests.unit.proto.wmbus_fields`. Every standard field of every
+replayed row must equal our value (one test case per row). Records are read up to
+the first malformed one, as wmbusmeters does (:func:`salvage_records`).
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from smtestbed.proto.records import Record, Timestamp, decode_records
+from smtestbed.proto.records import Record, salvage_records
 from smtestbed.proto.wmbus.encoder import encode_telegram
 from smtestbed.proto.wmbus.errors import WrongKeyError
 from smtestbed.proto.wmbus.link import FrameFormat, add_crcs
@@ -25,116 +22,11 @@ from smtestbed.proto.wmbus.telegram import Telegram, decode_telegram
 from smtestbed.services._runtime.errors import ProtocolError
 
 from tests.unit.proto.vectors import load_jsonl, skip_reason
+from tests.unit.proto.wmbus_fields import FieldCheck, check_row
 
 ROWS = load_jsonl("wmbus_vectors.jsonl")
 pytestmark = pytest.mark.skipif(not ROWS, reason=skip_reason)
 RECORD_CIS = (0x72, 0x7A, 0x78)
-
-# suffix -> (our unit, factor from the suffix unit to ours)
-SUFFIX_UNITS: dict[str, tuple[str, float]] = {
-    "kwh": ("Wh", 1e3),
-    "mwh": ("Wh", 1e6),
-    "gj": ("Wh", 1e9 / 3600),
-    "mj": ("Wh", 1e6 / 3600),
-    "m3": ("m^3", 1.0),
-    "l": ("m^3", 1e-3),
-    "c": ("°C", 1.0),
-    "w": ("W", 1.0),
-    "kw": ("W", 1e3),
-    "m3h": ("m^3/h", 1.0),
-    "lh": ("m^3/h", 1e-3),
-    "hca": ("", 1.0),
-    "v": ("V", 1.0),
-    "a": ("A", 1.0),
-    "bar": ("bar", 1.0),
-    "h": ("s", 3600.0),
-}
-
-# Our other units expressed in the comparison unit of SUFFIX_UNITS.
-RECORD_UNITS: dict[str, tuple[str, float]] = {
-    "J": ("Wh", 1 / 3600),
-    "J/h": ("W", 1 / 3600),
-    "m^3/min": ("m^3/h", 60.0),
-    "m^3/s": ("m^3/h", 3600.0),
-}
-
-NUMERIC_QUANTITY_HINT = {"hca": "hca_units"}
-DATE_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)(?: (\d\d):(\d\d))?$")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RowResult:
-    """How many comparable fields one vector row has and how many we matched."""
-
-    considered: int
-    matched: int
-
-
-def _record_number(record: Record) -> tuple[str, float] | None:
-    value = record.value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    unit, factor = RECORD_UNITS.get(record.unit, (record.unit, 1.0))
-    return unit, float(value) * factor
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-
-
-def _number_matches(records: tuple[Record, ...], suffix: str, expected: float) -> bool:
-    unit, factor = SUFFIX_UNITS[suffix]
-    want = expected * factor
-    hint = NUMERIC_QUANTITY_HINT.get(suffix)
-    for record in records:
-        got = _record_number(record)
-        if got is None or got[0] != unit or (hint and record.quantity != hint):
-            continue
-        if _close(got[1], want):
-            return True
-    return False
-
-
-def _date_matches(records: tuple[Record, ...], text: str) -> bool:
-    found = DATE_RE.match(text)
-    if found is None:
-        return False
-    year, month, day, hour, minute = found.groups()
-    for record in records:
-        stamp = record.value
-        if not isinstance(stamp, Timestamp):
-            continue
-        if (stamp.year, stamp.month, stamp.day) != (int(year), int(month), int(day)):
-            continue
-        if hour is None or (stamp.hour, stamp.minute) == (int(hour), int(minute)):
-            return True
-    return False
-
-
-def comparable_fields(expected: dict[str, Any]) -> dict[str, Any]:
-    """Return the fields of wmbusmeters' JSON that standard records can carry."""
-    out: dict[str, Any] = {}
-    for name, value in expected.items():
-        suffix = name.rsplit("_", 1)[-1]
-        if isinstance(value, bool):
-            continue
-        number = isinstance(value, int | float) and suffix in SUFFIX_UNITS
-        date = isinstance(value, str) and suffix in ("date", "datetime") and DATE_RE.match(value)
-        if number or date:
-            out[name] = value
-    return out
-
-
-def compare_row(expected: dict[str, Any], records: tuple[Record, ...]) -> RowResult:
-    """Count comparable fields and those a record matches."""
-    fields = comparable_fields(expected)
-    matched = 0
-    for name, value in fields.items():
-        if isinstance(value, str):
-            matched += _date_matches(records, value)
-        else:
-            matched += _number_matches(records, name.rsplit("_", 1)[-1], float(value))
-    return RowResult(considered=len(fields), matched=matched)
 
 
 def _crc_less(row: dict[str, Any]) -> bytes:
@@ -278,40 +170,37 @@ def test_every_row_round_trips_byte_exact(frame_format: FrameFormat) -> None:
             assert encode_telegram(telegram, crcs=False) == _crc_less(row)
 
 
+REPLAYED = [(index, row) for index, row in enumerate(ROWS) if row["replay_ok"]]
+
+
+def row_checks(row: dict[str, Any]) -> tuple[list[FieldCheck], bool]:
+    """Check the comparable fields of one row; also say whether it had records at all."""
+    records = _records_of(decode_telegram(_crc_less(row), key=_key(row), records=False))
+    return check_row(row["expected_json"], records or ()), records is not None
+
+
 def field_counts() -> dict[str, int]:
-    """Decode every replayed row's records and count matched wmbusmeters fields."""
-    counts = dict.fromkeys(
-        (
-            "rows_full",
-            "rows_partial",
-            "rows_none",
-            "rows_no_fields",
-            "rows_no_records",
-            "fields_considered",
-            "fields_matched",
-        ),
-        0,
-    )
-    for row in ROWS:
-        if not row["replay_ok"]:
-            continue
-        records = _records_of(decode_telegram(_crc_less(row), key=_key(row), records=False))
-        if records is None:
-            counts["rows_no_records"] += 1
-            records = ()
-        result = compare_row(row["expected_json"], records)
-        counts["fields_considered"] += result.considered
-        counts["fields_matched"] += result.matched
-        counts[_row_class(result)] += 1
+    """Decode every replayed row's records and count standard and matched fields."""
+    names = ("rows_full", "rows_partial", "rows_none", "rows_no_fields", "rows_no_records")
+    counts = dict.fromkeys((*names, "fields_comparable", "fields_standard", "fields_matched"), 0)
+    for _, row in REPLAYED:
+        checks, has_records = row_checks(row)
+        counts["rows_no_records"] += not has_records
+        counts["fields_comparable"] += len(checks)
+        counts["fields_standard"] += sum(check.standard for check in checks)
+        counts["fields_matched"] += sum(check.matched for check in checks)
+        counts[_row_class(checks)] += 1
     return counts
 
 
-def _row_class(result: RowResult) -> str:
-    if result.considered == 0:
+def _row_class(checks: list[FieldCheck]) -> str:
+    """Full: every comparable field matched; partial: some; none: not one."""
+    matched = sum(check.matched for check in checks)
+    if not checks:
         return "rows_no_fields"
-    if result.matched == result.considered:
+    if matched == len(checks):
         return "rows_full"
-    return "rows_partial" if result.matched else "rows_none"
+    return "rows_partial" if matched else "rows_none"
 
 
 def _records_of(telegram: Telegram) -> tuple[Record, ...] | None:
@@ -319,28 +208,44 @@ def _records_of(telegram: Telegram) -> tuple[Record, ...] | None:
         return None
     if telegram.tpl.ci not in RECORD_CIS:
         return None
-    try:
-        return decode_records(telegram.application_data).records
-    except ProtocolError:
-        return None
+    return salvage_records(telegram.application_data)[0].records
 
 
-def test_records_match_wmbusmeters_fields() -> None:
-    """Standard-record fields of wmbusmeters' JSON equal our decoded values in most rows."""
+@pytest.mark.parametrize(
+    "row", [row for _, row in REPLAYED], ids=[f"{i}-{row['driver']}" for i, row in REPLAYED]
+)
+def test_standard_record_fields_equal_wmbusmeters(row: dict[str, Any]) -> None:
+    """Every field of the row that a standard record explains has wmbusmeters' value."""
+    checks, _ = row_checks(row)
+    standard = [check for check in checks if check.standard]
+    if not standard:
+        pytest.skip("no field of this row comes from a standard record")
+    wrong = [(c.name, c.expected, c.candidates) for c in standard if not c.matched]
+    assert wrong == []
+
+
+def test_field_counts_do_not_fall() -> None:
+    """The share of rows and fields we decode stays at least what it is today."""
     counts = field_counts()
-    assert counts["rows_full"] >= 200
-    assert counts["fields_matched"] >= 1700
+    assert counts["fields_matched"] == counts["fields_standard"]
+    assert counts["fields_matched"] >= 1078
+    assert counts["rows_full"] >= 105
 
 
 def test_decoded_row_values_equal_wmbusmeters() -> None:
-    """The DME gas row gives 6842.784 m3, 15.9 C and the 2022-12-31 target date."""
+    """The DME gas row gives 6842.784 m3, 15.9 C and the 2022-12-31 target date.
+
+    Its volumes carry VIFE 0x3E, which the comparison rules do not know yet, so only
+    flow, temperature and target date count as standard-record matches.
+    """
     row = next(r for r in ROWS if r["telegram_hex"].startswith("2e44a511987065"))
     telegram = decode_telegram(_crc_less(row))
     assert telegram.records is not None
     values = {(r.quantity, r.storage_number): r.value for r in telegram.records.records}
     assert values[("volume", 0)] == pytest.approx(6842.784)
     assert values[("flow_temperature", 0)] == pytest.approx(15.9)
-    assert compare_row(row["expected_json"], telegram.records.records).matched == 5
+    checks = check_row(row["expected_json"], telegram.records.records)
+    assert [c.name for c in checks if c.matched] == ["flow_m3h", "temperature_c", "target_datetime"]
 
 
 if __name__ == "__main__":
