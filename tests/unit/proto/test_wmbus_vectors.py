@@ -19,7 +19,6 @@ from smtestbed.proto.wmbus.encoder import encode_telegram
 from smtestbed.proto.wmbus.errors import WrongKeyError
 from smtestbed.proto.wmbus.link import FrameFormat, add_crcs
 from smtestbed.proto.wmbus.telegram import Telegram, decode_telegram
-from smtestbed.services._runtime.errors import ProtocolError
 
 from tests.unit.proto.vectors import load_jsonl, skip_reason
 from tests.unit.proto.wmbus_fields import FieldCheck, check_row

@@ -74,9 +74,20 @@ DURATIONS = {
     "on": "on_time",
     "actuality": "actuality_duration",
 }
-MONTHS = (
-    "january february march april may june july august september october november december"
-).split()
+MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 # Words naming what the driver tells apart by manufacturer data, VIFE or its own
 # arithmetic: fields with them are driver-specific.
 QUALIFIER_WORDS = frozenset(

@@ -34,10 +34,11 @@ def test_service_dies_after_missed_heartbeats_and_revives_on_a_beat() -> None:
     clock.t = 3.1
     assert [e.info.name for e in reg.reap()] == ["a"]
     assert reg.reap() == []
-    assert reg.get("a") is not None
-    assert reg.get("a").state == DEAD
+    entry = reg.get("a")
+    assert entry is not None
+    assert entry.state == DEAD
     reg.beat("a")
-    assert reg.get("a").state == ALIVE  # type: ignore[union-attr]
+    assert entry.state == ALIVE
 
 
 def test_announcement_from_a_new_process_counts_a_restart() -> None:
