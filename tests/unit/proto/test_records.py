@@ -208,8 +208,10 @@ _LIMITS = {
 def _records(draw: st.DrawFn) -> Record:
     quantity = draw(st.sampled_from(NUMERIC_QUANTITIES))
     kind = draw(st.sampled_from(INT_TYPES + BCD_TYPES))
-    raw = draw(st.integers(-_LIMITS[kind], _LIMITS[kind]))
     exponent = -3 if quantity in ("voltage", "current") else 0
+    # raw / 1000 must be a float that rounds back to raw: |raw| below 2**53 keeps it so.
+    limit = _LIMITS[kind] if exponent == 0 else min(_LIMITS[kind], 2**53)
+    raw = draw(st.integers(-limit, limit))
     return new_record(
         quantity=quantity,
         value=raw if exponent == 0 else raw / 1000,
