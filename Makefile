@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # Debian packages the test suite talks to (real servers, real tools).
 APT_TEST_PACKAGES ?= openssl
 PYTEST_ARGS ?=
+DEMO_SECONDS ?= 6
 
 .PHONY: install system-deps lint typecheck unit test demo bench clean
 
@@ -42,8 +43,13 @@ unit: install
 test: install system-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Starts a broker and two sample services, waits until they answer, then
+# shows the live events for a few seconds and stops everything.
 demo: install
-	$(BIN)/smtb demo-bus --seconds 8
+	@SMTB_COMMON_LOG_LEVEL=warning $(BIN)/smtb up --config deploy/sample.toml & up=$$!; \
+	trap 'kill -INT $$up 2>/dev/null; wait $$up' EXIT; \
+	$(BIN)/smtb status --timeout 30 --wait supervisor && \
+	$(BIN)/smtb bus tap --seconds $(DEMO_SECONDS)
 
 bench: install
 	$(BIN)/python benchmarks/bus.py

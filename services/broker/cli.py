@@ -14,7 +14,13 @@ import click
 from smtestbed.proto import topics
 from smtestbed.services._runtime.bus import Endpoints, Event
 from smtestbed.services._runtime.client import BusClient
-from smtestbed.services._runtime.commands import TestbedCommand, TestbedGroup, client_config, service_group
+from smtestbed.services._runtime.commands import (
+    TestbedCommand,
+    TestbedGroup,
+    client_config,
+    service_group,
+)
+from smtestbed.services._runtime.errors import RequestTimeoutError
 from smtestbed.services.broker import recorder
 from smtestbed.services.broker.service import Broker
 
@@ -58,11 +64,26 @@ async def fetch_status(endpoints: Endpoints, timeout: float) -> dict[str, Any]:
 @_set_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @click.option("--timeout", default=3.0, show_default=True, help="seconds to wait for the broker")
+@click.option(
+    "--wait",
+    "wait_for",
+    multiple=True,
+    metavar="NAME",
+    help="wait (up to --timeout) until service NAME is alive; repeatable",
+)
 def status(
-    config_file: Path | None, assignments: tuple[str, ...], as_json: bool, timeout: float
+    config_file: Path | None,
+    assignments: tuple[str, ...],
+    as_json: bool,
+    timeout: float,
+    wait_for: tuple[str, ...],
 ) -> None:
     """List the services registered with the broker and whether they are alive."""
-    result = asyncio.run(fetch_status(_endpoints(config_file, assignments), timeout))
+    endpoints = _endpoints(config_file, assignments)
+    if wait_for:
+        result = asyncio.run(wait_alive(endpoints, set(wait_for), timeout))
+    else:
+        result = asyncio.run(fetch_status(endpoints, timeout))
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -90,6 +111,27 @@ def status(
             s["version"],
         )
     Console().print(table)
+
+
+async def wait_alive(endpoints: Endpoints, names: set[str], timeout: float) -> dict[str, Any]:
+    """Poll the broker until every service in ``names`` is alive; return the status."""
+    deadline = time.monotonic() + timeout
+    missing = set(names)
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            result = await fetch_status(endpoints, max(0.2, min(1.0, left)))
+            alive = {s["name"] for s in result["services"] if s["state"] == "alive"}
+            missing = names - alive
+            if not missing:
+                return result
+        except RequestTimeoutError:
+            pass
+        if left <= 0:
+            raise RequestTimeoutError(
+                f"not alive within {timeout:g} s: {', '.join(sorted(missing))}"
+            )
+        await asyncio.sleep(0.2)
 
 
 @click.group(cls=TestbedGroup)
