@@ -23,7 +23,7 @@ from smtestbed.services._runtime.errors import ProtocolError
 __all__ = ["Decoded", "Protocol", "decode_bytes", "detect", "parse_hex"]
 
 _SEPARATORS = re.compile(r"[\s:,\-]+")
-_HEX = re.compile(r"[0-9a-fA-F]*")
+_NOT_HEX = re.compile(r"[^0-9a-fA-F\s:,\-]")
 
 
 class Protocol(StrEnum):
@@ -53,17 +53,21 @@ def parse_hex(text: str) -> bytes:
     """Turn hex with spaces, colons, dashes or nothing between bytes into bytes; ``0x`` allowed.
 
     Raises:
-        ProtocolError: a non-hex character (``bad_hex``, its index in the message) or an
-            odd number of digits (``odd_hex``).
+        ProtocolError: a non-hex character (``bad_hex``; the message names its character
+            index in ``text`` and ``offset`` is the byte it falls in) or an odd number of
+            digits (``odd_hex``).
     """
-    cleaned = text.strip().removeprefix("0x").removeprefix("0X")
-    digits = _SEPARATORS.sub("", cleaned)
-    bad = _HEX.match(digits)
-    if bad is not None and bad.end() < len(digits):
-        char = digits[bad.end()]
+    cleaned = text.strip()
+    body = cleaned[2:] if cleaned[:2] in ("0x", "0X") else cleaned
+    bad = _NOT_HEX.search(body)
+    if bad is not None:
+        at = bad.start() + len(text) - len(text.lstrip()) + len(cleaned) - len(body)
         raise ProtocolError(
-            f"input is not hex: {char!r} at character {cleaned.find(char)}", reason="bad_hex"
+            f"input is not hex: {bad.group()!r} (character {at})",
+            reason="bad_hex",
+            offset=len(_SEPARATORS.sub("", body[: bad.start()])) // 2,
         )
+    digits = _SEPARATORS.sub("", body)
     if len(digits) % 2:
         raise ProtocolError(f"odd number of hex digits ({len(digits)})", reason="odd_hex")
     if not digits:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.tree import Tree
 from smtestbed.proto.records import DataBlock
 from smtestbed.proto.sml import ObisCode, SmlFile, readings_from_file
+from smtestbed.proto.wmbus.fields import MeterAddress
 from smtestbed.services.decode.detect import Decoded
 
 __all__ = ["render_json", "render_table", "to_jsonable"]
@@ -30,6 +31,8 @@ def to_jsonable(value: object) -> Any:
         return format(value, "f")
     if isinstance(value, ObisCode):
         return str(value)
+    if isinstance(value, MeterAddress):
+        return _address(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {"type": type(value).__name__}
         for field in dataclasses.fields(value):
@@ -38,6 +41,17 @@ def to_jsonable(value: object) -> Any:
     if isinstance(value, list | tuple):
         return [to_jsonable(item) for item in value]
     return str(value)
+
+
+def _address(address: MeterAddress) -> dict[str, Any]:
+    """Show the meter ID as its 8 BCD digits ("33221100"), as on the meter's label."""
+    return {
+        "type": "MeterAddress",
+        "manufacturer": address.manufacturer_code,
+        "ident": address.id_text,
+        "version": address.version,
+        "device_type": address.device_type,
+    }
 
 
 def _readings(decoded: Decoded) -> list[dict[str, Any]]:
