@@ -7,6 +7,8 @@ CRC follows its block most significant byte first. Check value for b"123456789":
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
+from functools import lru_cache
 
 POLY = 0x3D65
 
@@ -65,3 +67,50 @@ def crc16_span(data: bytes, start: int, end: int) -> int:
     if (end - start) & 1:
         crc = ((crc << 8) & 0xFFFF) ^ _T8[(crc >> 8) ^ data[end - 1]]
     return crc ^ 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLayout:
+    """Where the CRC'd blocks of a frame lie, for checking them all with one ``unpack``.
+
+    Attributes:
+        words: unpacks the whole frame as, per block, its big-endian 16-bit words, its odd
+            last byte if any, then its CRC.
+        plan: per block, the index of its first word, of its CRC and whether a byte is odd.
+        spans: per block, (start, end) of its data bytes in the frame.
+    """
+
+    words: struct.Struct
+    plan: tuple[tuple[int, int, bool], ...]
+    spans: tuple[tuple[int, int], ...]
+
+
+@lru_cache(maxsize=512)
+def block_layout(sizes: tuple[int, ...]) -> BlockLayout:
+    """Return the layout of consecutive blocks of ``sizes`` data bytes, each + a 2-byte CRC."""
+    fmt, plan, spans, word, pos = [">"], [], [], 0, 0
+    for size in sizes:
+        pairs, odd = size >> 1, bool(size & 1)
+        fmt.append(f"{pairs}H{'B' if odd else ''}H")
+        plan.append((word, word + pairs + odd, odd))
+        spans.append((pos, pos + size))
+        word, pos = word + pairs + odd + 1, pos + size + 2
+    return BlockLayout(struct.Struct("".join(fmt)), tuple(plan), tuple(spans))
+
+
+def first_bad_block(data: bytes, layout: BlockLayout) -> int:
+    """Return the 1-based number of the first block whose CRC fails, 0 when all match.
+
+    ``data`` must be exactly ``layout.words.size`` bytes long.
+    """
+    words = layout.words.unpack(data)
+    table = _T16
+    for number, (first, check, odd) in enumerate(layout.plan, 1):
+        crc = 0
+        for word in words[first : check - odd]:
+            crc = table[crc ^ word]
+        if odd:
+            crc = ((crc << 8) & 0xFFFF) ^ _T8[(crc >> 8) ^ words[check - 1]]
+        if crc ^ 0xFFFF != words[check]:
+            return number
+    return 0

@@ -20,7 +20,13 @@ import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
-from smtestbed.proto.wmbus.crc import crc16, crc16_span
+from smtestbed.proto.wmbus.crc import (
+    BlockLayout,
+    block_layout,
+    crc16,
+    crc16_span,
+    first_bad_block,
+)
 from smtestbed.proto.wmbus.fields import MeterAddress, c_field_name
 from smtestbed.services._runtime.errors import ProtocolError
 
@@ -80,8 +86,15 @@ def decode_link_header(data: bytes) -> LinkHeader:
             reason="bad_length",
             offset=0,
         )
+    return _link_header(data[:HEADER_SIZE])
+
+
+@lru_cache(maxsize=4096)
+def _link_header(head: bytes) -> LinkHeader:
+    # A receiver hears the same meters over and over; the header is immutable, so one
+    # object per distinct header serves every telegram of that meter and length.
     return LinkHeader(
-        length=data[0], c_field=data[1], address=MeterAddress.from_link_order(data, 2)
+        length=head[0], c_field=head[1], address=MeterAddress.from_link_order(head, 2)
     )
 
 
@@ -110,6 +123,18 @@ def _a_blocks(length: int) -> tuple[tuple[int, int], ...]:
         blocks.append((pos, pos + take))
         pos, left = pos + take + 2, left - take
     return tuple(blocks)
+
+
+@lru_cache(maxsize=256)
+def _a_layout(length: int) -> BlockLayout:
+    """Return the block layout of a whole format A frame whose L-field is ``length``."""
+    rest = (length - (HEADER_SIZE - 1)) % BLOCK_SIZE
+    sizes = (BLOCK_SIZE,) * ((length - (HEADER_SIZE - 1)) // BLOCK_SIZE) + ((rest,) if rest else ())
+    return block_layout((HEADER_SIZE, *sizes))
+
+
+def _join_a(frame: bytes, layout: BlockLayout) -> bytes:
+    return b"".join([frame[start:end] for start, end in layout.spans])
 
 
 def format_a_size(length: int) -> int:
@@ -149,8 +174,12 @@ def strip_crcs_a(frame: bytes) -> bytes:
         raise ProtocolError(
             f"L-field {length} is shorter than a header", reason="bad_length", offset=0
         )
-    _check_block(frame, 0, HEADER_SIZE, 1)
     size = format_a_size(length)
+    if len(frame) == size:
+        layout = _a_layout(length)
+        if not first_bad_block(frame, layout):
+            return _join_a(frame, layout)
+    _check_block(frame, 0, HEADER_SIZE, 1)
     if len(frame) > size:
         raise ProtocolError(
             f"format A frame with L={length} has {size} bytes, got {len(frame)}",
@@ -226,7 +255,7 @@ def detect_format(frame: bytes) -> FrameFormat:
     A frame whose size fits format A and whose first block carries a valid CRC is format A;
     otherwise format B, whose own checks then name the fault.
     """
-    if len(frame) >= HEADER_SIZE + 2 and len(frame) == format_a_size(frame[0]):
+    if _fits_a(frame):
         crc = frame[HEADER_SIZE] << 8 | frame[HEADER_SIZE + 1]
         if crc == crc16_span(frame, 0, HEADER_SIZE):
             return FrameFormat.A
@@ -239,9 +268,20 @@ def strip_crcs(frame: bytes, frame_format: FrameFormat | None = None) -> tuple[b
     Returns:
         The telegram without CRCs (L counts the bytes after L) and the frame format.
     """
+    if frame_format is None and _fits_a(frame):
+        layout = _a_layout(frame[0])
+        bad = first_bad_block(frame, layout)
+        if bad == 0:
+            return _join_a(frame, layout), FrameFormat.A
+        frame_format = FrameFormat.B if bad == 1 else FrameFormat.A
     fmt = detect_format(frame) if frame_format is None else frame_format
     data = strip_crcs_a(frame) if fmt is FrameFormat.A else strip_crcs_b(frame)
     return data, fmt
+
+
+def _fits_a(frame: bytes) -> bool:
+    """Tell whether the size of ``frame`` is that of a format A frame with its L-field."""
+    return len(frame) >= HEADER_SIZE + 2 and len(frame) == format_a_size(frame[0])
 
 
 def add_crcs(data: bytes, frame_format: FrameFormat = FrameFormat.A) -> bytes:
