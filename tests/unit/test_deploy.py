@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from smtestbed.services._runtime.config import load_config
 from smtestbed.services.supervisor.config import SupervisorConfig, load_specs
 
