@@ -15,6 +15,7 @@ Plaintext of both modes begins with ``2F 2F`` and is padded with ``0x2F`` to a b
 from __future__ import annotations
 
 import hmac
+import threading
 from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -78,24 +79,27 @@ def cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
 
 
 @lru_cache(maxsize=1024)
-def _ecb_decryptor(key: bytes) -> CipherContext:
+def _ecb_decryptor(key: bytes) -> tuple[CipherContext, threading.Lock]:
     # An ECB context keeps no chaining state between whole blocks, so one per static
-    # (mode 5) key serves every telegram: no cipher objects built per call.
-    return Cipher(_aes(key), modes.ECB()).decryptor()
+    # (mode 5) key serves every telegram: no cipher objects built per call. The context is
+    # one mutable object, so threads take turns through its lock.
+    return Cipher(_aes(key), modes.ECB()).decryptor(), threading.Lock()
 
 
 def cbc_decrypt_static(key: bytes, iv: bytes, data: bytes) -> bytes:
     """AES-128-CBC decrypt with a long-lived key: cached AES block decryption + CBC XOR.
 
-    ``P_i = D_K(C_i) xor C_(i-1)`` with ``C_(-1) = IV``; equal to :func:`cbc_decrypt`. Not
-    safe to call from several threads at once (the cached context is shared).
+    ``P_i = D_K(C_i) xor C_(i-1)`` with ``C_(-1) = IV``; equal to :func:`cbc_decrypt`. The
+    cached context per key is shared by all threads under a lock.
     """
     size = len(data)
     if size % BLOCK:
         raise ProtocolError("ciphertext is not a whole number of AES blocks", reason="truncated")
     if not size:
         return b""
-    blocks = _ecb_decryptor(bytes(key)).update(data)
+    context, lock = _ecb_decryptor(bytes(key))
+    with lock:
+        blocks = context.update(data)
     chain = int.from_bytes(iv + data[: size - BLOCK], "big")
     return (int.from_bytes(blocks, "big") ^ chain).to_bytes(size, "big")
 

@@ -6,11 +6,15 @@ CRC written from EN 13757-4 on the shared vectors and on random data.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 from smtestbed.proto.wmbus.crc import block_layout, crc16, first_bad_block
 from smtestbed.proto.wmbus.link import FrameFormat, add_crcs_a, strip_crcs
+from smtestbed.proto.wmbus.security import cbc_decrypt_static
 from smtestbed.services._runtime.errors import ProtocolError
 
 from tests.unit.proto.vectors import load_jsonl
@@ -100,3 +104,27 @@ def test_fast_strip_refuses_any_flipped_bit(body: bytes, bit: int) -> None:
     frame[bit >> 3] ^= 0x80 >> (bit & 7)
     with pytest.raises(ProtocolError):
         strip_crcs(bytes(frame), FrameFormat.A)
+
+
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16), st.data())
+def test_cached_key_cbc_equals_cryptography_cbc(key: bytes, iv: bytes, data: st.DataObject) -> None:
+    """The cached-key CBC decryption gives the bytes of a fresh Cipher(AES, CBC) decryptor."""
+    blocks = data.draw(st.integers(min_value=0, max_value=15))
+    ciphertext = data.draw(st.binary(min_size=16 * blocks, max_size=16 * blocks))
+    op = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    assert cbc_decrypt_static(key, iv, ciphertext) == op.update(ciphertext) + op.finalize()
+
+
+def test_cached_key_cbc_is_right_from_many_threads() -> None:
+    """Threads sharing one key's cached context all get their own correct plaintexts."""
+    key = bytes(range(16))
+    jobs = [(bytes((n,)) * 16, bytes((n * 7 & 0xFF,)) * 64) for n in range(64)]
+
+    def run(job: tuple[bytes, bytes]) -> bool:
+        iv, ciphertext = job
+        op = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        want = op.update(ciphertext) + op.finalize()
+        return all(cbc_decrypt_static(key, iv, ciphertext) == want for _ in range(200))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(run, jobs, timeout=60))
