@@ -79,8 +79,13 @@ def service_process(
     env = {**endpoint_env(endpoints), "SMTB_COMMON_LOG_FORMAT": "json"}
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(log_path.open("ab")) if log_path else None
-        proc = process.spawn(process.service_argv(service, *args), env=env,
-                             ready_timeout=ready_timeout, stdout=out, stderr=out)
+        proc = process.spawn(
+            process.service_argv(service, *args),
+            env=env,
+            ready_timeout=ready_timeout,
+            stdout=out,
+            stderr=out,
+        )
         try:
             yield proc
         finally:
@@ -94,8 +99,9 @@ async def service_in_process(service: S, *, ready_timeout: float = 10.0) -> Asyn
     task = asyncio.create_task(runner.run())
     ready = asyncio.create_task(runner.ready.wait())
     try:
-        done, _ = await asyncio.wait({task, ready}, timeout=ready_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {task, ready}, timeout=ready_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if ready not in done:
             if task in done:
                 task.result()  # raises what made the service fail
@@ -133,8 +139,9 @@ async def wait_for_event(
             return event
 
 
-async def wait_until(check: Callable[[], Any], *, timeout: float = 5.0,
-                     interval: float = 0.05) -> Any:
+async def wait_until(
+    check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.05
+) -> Any:
     """Poll an async or plain ``check`` until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:
