@@ -59,9 +59,8 @@ def small_event() -> list[bytes]:
 def batch_event(frames: int = 1000, size: int = 64) -> list[bytes]:
     """Return a frame batch (envelope, offsets, data) as frames."""
     batch = FrameBatch.from_frames([bytes([i % 256]) * size for i in range(frames)])
-    offsets, data = batch.wire_frames()
     env = pack(topics.FRAME_BATCH, "bench", 0, 1.7e9, 1.7e9, batch.header())
-    return [topics.FRAME_BATCH.encode(), env, bytes(offsets), bytes(data)]
+    return [topics.FRAME_BATCH.encode(), env, *(bytes(f) for f in batch.wire_frames())]
 
 
 def _send_raw(endpoint: str, bind: bool, frames: list[bytes], count: int, start_at: float) -> None:

@@ -67,12 +67,8 @@ class Event:
         return self.envelope.body
 
     def batch(self) -> FrameBatch:
-        """Interpret a batch event's raw frames (offsets, data)."""
-        if len(self.frames) != 2:
-            raise EnvelopeError(
-                f"batch needs 2 raw frames, has {len(self.frames)}", reason="frames"
-            )
-        return FrameBatch.from_wire(self.body, self.frames[0], self.frames[1])
+        """Interpret a batch event's raw frames (offsets, data, columns)."""
+        return FrameBatch.from_wire(self.body, self.frames)
 
 
 class SeqCounter:
@@ -386,8 +382,8 @@ class BatchPuller:
             frames = await self._sock.recv_multipart(copy=False)
             raw = [f.buffer for f in frames]
             try:
-                env = check_event_frames([bytes(raw[0]), bytes(raw[1]), *raw[2:]])  # type: ignore[list-item]
-                batch = Event(envelope=env, frames=tuple(raw[2:])).batch()  # type: ignore[arg-type]
+                env = check_event_frames([bytes(f) for f in raw[:2]])
+                batch = FrameBatch.from_wire(env.body, raw[2:])
             except EnvelopeError as exc:
                 self.rejected += 1
                 if self._on_reject is not None:

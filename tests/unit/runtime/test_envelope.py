@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 from typing import Any
 
@@ -95,11 +96,16 @@ def test_random_bytes_raise_only_envelope_error(data: bytes) -> None:
 def test_batch_round_trips_without_copying_data() -> None:
     """A batch's offsets and data frames give back the same frames in order."""
     frames = [b"", b"a", b"bcd" * 50, bytes(range(256))]
-    batch = FrameBatch.from_frames(frames, meta={"window": 4})
-    offsets, data = batch.wire_frames()
-    back = FrameBatch.from_wire(batch.header(), bytes(offsets), data)
+    batch = FrameBatch.from_frames(
+        frames,
+        meta={"window": 4},
+        columns={"t": array.array("d", [0.5, 1.5, 2.5, 3.5]), "p": array.array("f", [1, 2, 3, 4])},
+    )
+    back = FrameBatch.from_wire(batch.header(), [bytes(f) for f in batch.wire_frames()])
     assert [bytes(f) for f in back] == frames
     assert back.meta == {"window": 4}
+    assert back.columns["t"].tolist() == [0.5, 1.5, 2.5, 3.5]
+    assert back.columns["p"].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert back.count == 4
     assert bytes(back[2]) == b"bcd" * 50
 
@@ -127,5 +133,17 @@ def test_batch_round_trips_without_copying_data() -> None:
 def test_bad_batches_are_rejected(header: Any, offsets: bytes, data: bytes, reason: str) -> None:
     """Offsets that do not fit the data, or a broken header, raise EnvelopeError."""
     with pytest.raises(EnvelopeError) as info:
-        FrameBatch.from_wire(header, offsets, data)
+        FrameBatch.from_wire(header, [offsets, data])
     assert info.value.reason == reason
+
+
+def test_column_of_wrong_length_is_rejected() -> None:
+    """A column that does not hold one value per frame is refused."""
+    with pytest.raises(EnvelopeError, match="column 't'") as info:
+        FrameBatch.from_frames([b"a", b"b"], columns={"t": array.array("d", [1.0])})
+    assert info.value.reason == "batch_column"
+    header = {"count": 1, "columns": [["t", "d"]]}
+    with pytest.raises(EnvelopeError) as info:
+        offsets = (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
+        FrameBatch.from_wire(header, [offsets, b"x", bytes(4)])
+    assert info.value.reason == "batch_column"
