@@ -1,0 +1,1 @@
+"""The radio channel: path loss, noise, interferers, collisions, bit errors per receiver."""
