@@ -32,8 +32,15 @@ SUPERVISOR_STOPPED = "supervisor.stopped"
 # -- events: sample service (demo publisher) ----------------------------------
 SAMPLE_TICK = "sample.tick"
 
+# -- events: sensor farm and channel -------------------------------------------
+METER_MANIPULATED = "meter.manipulated"
+SENSORFARM_WINDOW = "sensorfarm.window"
+CHANNEL_WINDOW = "channel.window"
+CHANNEL_FAULT = "channel.fault"
+
 # -- simulation plane --------------------------------------------------------
 FRAME_BATCH = "sim.frames"
+RECEIVED_BATCH = "sim.received"
 
 # -- requests ----------------------------------------------------------------
 BROKER_STATUS = "broker.status"
@@ -43,6 +50,17 @@ SAMPLE_ECHO = "sample.echo"
 SAMPLE_ADD = "sample.add"
 SAMPLE_SLEEP = "sample.sleep"
 RPC_REPLY = "rpc.reply"
+METER_GET = "meter.get"
+METER_SET_COUNTER = "meter.set_counter"
+METER_SET_KEY = "meter.set_key"
+METER_STOP = "meter.stop"
+METER_RESUME = "meter.resume"
+METER_CORRUPT = "meter.corrupt"
+METER_SET_INTERVAL = "meter.set_interval"
+METER_CUT_LINE = "meter.cut_line"
+METER_RESTORE_LINE = "meter.restore_line"
+CHANNEL_FORCE_COLLISION = "channel.force_collision"
+CHANNEL_SET_FAULT = "channel.set_fault"
 
 EVENTS: frozenset[str] = frozenset(
     {
@@ -59,7 +77,12 @@ EVENTS: frozenset[str] = frozenset(
         SUPERVISOR_RESTARTED,
         SUPERVISOR_STOPPED,
         SAMPLE_TICK,
+        METER_MANIPULATED,
+        SENSORFARM_WINDOW,
+        CHANNEL_WINDOW,
+        CHANNEL_FAULT,
         FRAME_BATCH,
+        RECEIVED_BATCH,
     }
 )
 
@@ -72,6 +95,17 @@ REQUESTS: frozenset[str] = frozenset(
         SAMPLE_ADD,
         SAMPLE_SLEEP,
         RPC_REPLY,
+        METER_GET,
+        METER_SET_COUNTER,
+        METER_SET_KEY,
+        METER_STOP,
+        METER_RESUME,
+        METER_CORRUPT,
+        METER_SET_INTERVAL,
+        METER_CUT_LINE,
+        METER_RESTORE_LINE,
+        CHANNEL_FORCE_COLLISION,
+        CHANNEL_SET_FAULT,
     }
 )
 
