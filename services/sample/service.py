@@ -24,6 +24,7 @@ class SampleConfig(ServiceConfig):
 
     interval_s: float = doc(1.0, "time between ticks, simulated s (0: no ticks)")
     payload_bytes: int = doc(0, "size of an opaque payload added to each tick, bytes")
+    stop_delay_s: float = doc(0.0, "time a graceful stop takes, s (to exercise stop timeouts)")
 
 
 class BadParamsError(TestbedError):
@@ -50,6 +51,13 @@ class Sample(Service):
         self.bus.handle(topics.SAMPLE_SLEEP, self._sleep)
         await self.bus.publisher.wait_connected(2.0)
         ready.set()
+        try:
+            await self._tick_forever()
+        finally:
+            if self.cfg.stop_delay_s > 0:
+                await asyncio.shield(asyncio.sleep(self.cfg.stop_delay_s))
+
+    async def _tick_forever(self) -> None:
         payload = bytes(self.cfg.payload_bytes)
         if self.cfg.interval_s == 0:
             await asyncio.Event().wait()

@@ -143,7 +143,7 @@ def test_column_of_wrong_length_is_rejected() -> None:
         FrameBatch.from_frames([b"a", b"b"], columns={"t": array.array("d", [1.0])})
     assert info.value.reason == "batch_column"
     header = {"count": 1, "columns": [["t", "d"]]}
+    offsets = (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
     with pytest.raises(EnvelopeError) as info:
-        offsets = (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
         FrameBatch.from_wire(header, [offsets, b"x", bytes(4)])
     assert info.value.reason == "batch_column"
