@@ -43,6 +43,18 @@ class ProtocolError(TestbedError):
         self.offset = offset
 
 
+class RequestError(TestbedError):
+    """A request's parameters are invalid; the message names the field.
+
+    Attributes:
+        field: the parameter at fault.
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class PeerError(TestbedError):
     """The other side of a request refused it or could not be reached."""
 
