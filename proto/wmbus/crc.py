@@ -26,6 +26,11 @@ def _byte_table() -> tuple[int, ...]:
 _T8 = _byte_table()
 
 
+def byte_table() -> tuple[int, ...]:
+    """Return the 256-entry byte table: ``T[i]`` is the CRC register after shifting in ``i``."""
+    return _T8
+
+
 def _word_table() -> tuple[int, ...]:
     # A 16-bit register shifts out completely after two bytes, so the update for a whole
     # big-endian word w is T16[crc ^ w]: half the Python loop iterations of a byte table.

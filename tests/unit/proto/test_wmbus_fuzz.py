@@ -5,15 +5,23 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtestbed.proto.wmbus.encoder import encode_telegram, new_telegram
 from smtestbed.proto.wmbus.fields import MeterAddress
-from smtestbed.proto.wmbus.link import FrameFormat
+from smtestbed.proto.wmbus.link import FrameFormat, load_crc_kernel
 from smtestbed.proto.wmbus.telegram import decode_telegram
 from smtestbed.services._runtime.errors import ProtocolError
 
 FAST = settings(max_examples=150, deadline=timedelta(milliseconds=50))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_kernel() -> None:
+    """Load the compiled CRC check before the timed examples (its load takes ~0.5 s)."""
+    load_crc_kernel()
+
 
 addresses = st.builds(
     MeterAddress,

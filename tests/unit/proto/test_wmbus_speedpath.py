@@ -1,7 +1,8 @@
 """Tests of the wM-Bus decode fast path against slow reference versions.
 
-The fast CRC block check (one ``unpack`` per frame, word table) is compared with a bit-by-bit
-CRC written from EN 13757-4 on the shared vectors and on random data.
+The fast CRC block checks (one ``unpack`` per frame with a word table; the compiled format A
+kernel) are compared with a bit-by-bit CRC written from EN 13757-4 on the shared vectors and on
+random data.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 from smtestbed.proto.wmbus.crc import block_layout, crc16, first_bad_block
-from smtestbed.proto.wmbus.link import FrameFormat, add_crcs_a, strip_crcs
+from smtestbed.proto.wmbus.crc_kernel import strip_format_a
+from smtestbed.proto.wmbus.link import (
+    FrameFormat,
+    _FormatACheck,
+    add_crcs_a,
+    format_a_size,
+    load_crc_kernel,
+    strip_crcs,
+)
 from smtestbed.proto.wmbus.security import cbc_decrypt_static
 from smtestbed.services._runtime.errors import ProtocolError
 
@@ -46,6 +55,18 @@ def _reference_first_bad(data: bytes, sizes: tuple[int, ...]) -> int:
 
 def _with_crcs(blocks: list[bytes]) -> bytes:
     return b"".join(block + _reference_crc(block).to_bytes(2, "big") for block in blocks)
+
+
+def _a_sizes(frame: bytes) -> tuple[int, ...]:
+    """Return the data sizes of the blocks of a format A frame, from its L-field."""
+    rest = frame[0] - 9
+    return (10, *([16] * (rest // 16)), *([rest % 16] if rest % 16 else []))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_kernel() -> None:
+    """Load the compiled CRC check before any timed property example runs."""
+    load_crc_kernel()
 
 
 @needs_vectors
@@ -128,3 +149,46 @@ def test_cached_key_cbc_is_right_from_many_threads() -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert all(pool.map(run, jobs, timeout=60))
+
+
+@needs_vectors
+def test_kernel_strips_each_vector_framed_as_format_a() -> None:
+    """The compiled format A check passes every vector frame and returns the telegram."""
+    for data in TELEGRAMS:
+        if data[0] == len(data) - 1:
+            assert strip_format_a(add_crcs_a(data)) == (0, data)
+
+
+@given(st.binary(min_size=9, max_size=254), st.data())
+def test_kernel_names_the_same_block_as_reference(body: bytes, data: st.DataObject) -> None:
+    """A flipped bit in a random format A frame is found in the block the reference names."""
+    frame = bytearray(add_crcs_a(bytes((len(body),)) + body))
+    assert strip_format_a(bytes(frame)) == (0, bytes((len(body),)) + body)
+    bit = data.draw(st.integers(min_value=0, max_value=len(frame) * 8 - 1))
+    frame[bit >> 3] ^= 0x80 >> (bit & 7)
+    if len(frame) != format_a_size(frame[0]):  # the L-field itself was hit
+        return
+    want = _reference_first_bad(bytes(frame), _a_sizes(bytes(frame)))
+    assert want != 0
+    assert strip_format_a(bytes(frame)) == (want, b"")
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x08" + bytes(11), b"\x0a" + bytes(15), bytes(20)])
+def test_kernel_refuses_a_size_that_is_not_format_a(frame: bytes) -> None:
+    """Sizes that do not match the L-field (or L below 9) are a bad_length error."""
+    with pytest.raises(ProtocolError) as info:
+        strip_format_a(frame)
+    assert info.value.reason == "bad_length"
+
+
+def test_python_check_hands_over_to_the_kernel_after_its_frames() -> None:
+    """The pure-Python tier checks the first frames alike, then the compiled kernel runs."""
+    check = _FormatACheck(python_frames=3)
+    plain = bytes((30,)) + bytes(range(30))
+    good = add_crcs_a(plain)
+    bad = good[:20] + bytes((good[20] ^ 4,)) + good[21:]
+    assert [check.run(frame) for frame in (good, bad)] == [(0, plain), (2, b"")]
+    assert check.run is not strip_format_a
+    check.run(good)
+    assert check.run is strip_format_a
+    assert check.run(bad) == (2, b"")
