@@ -14,17 +14,24 @@ digits on the wire. ``values`` columns follow :data:`schema.VALUE_COLUMNS`.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from smtestbed.proto.wmbus.fields import manufacturer_value
-from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.config import read_toml
+from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services.sensorfarm.schema import (
+    COUNTER_COLUMNS,
     DEVICE_TYPE,
     N_VALUES,
+    VALUE_COLUMNS,
     Interface,
     MeterKind,
     RadioMode,
@@ -291,3 +298,197 @@ def _fill_identity(pop: Population, rng: np.random.Generator) -> None:
         pop.manufacturer[rows] = rng.choice(codes, size=len(rows))
         pop.device_type[rows] = DEVICE_TYPE[kind]
     pop.version[:] = rng.integers(1, 0x40, len(pop), dtype=np.uint8)
+
+
+def load_toml(path: Path, *, seed: int = 0, start_s: float = 0.0) -> Population:
+    """Load meters from the ``[[meter]]`` tables of a TOML file (fields: :data:`FIELDS`).
+
+    Raises:
+        ConfigError: the file is unreadable or not TOML, has no ``meter`` array, or a
+            meter has a bad field (the key names the row, 1-based, and the field).
+    """
+    document = read_toml(path)
+    meters = document.get("meter")
+    if not isinstance(meters, list) or not all(isinstance(m, dict) for m in meters):
+        raise ConfigError(f"{path} needs an array of [[meter]] tables", key="meter")
+    return from_rows(meters, seed=seed, start_s=start_s)
+
+
+def load_csv(path: Path, *, seed: int = 0, start_s: float = 0.0) -> Population:
+    """Load meters from a CSV file with a header row, one meter per row.
+
+    Empty cells take the field's default.
+
+    Raises:
+        ConfigError: the file is unreadable, or a row has a bad field or more cells
+            than the header (the key names the row, 1-based after the header, and the field).
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows: list[dict[str, object]] = []
+            for number, row in enumerate(csv.DictReader(handle), start=1):
+                if None in row:
+                    raise ConfigError("more cells than header fields", key=f"row {number}")
+                rows.append({name.strip(): value for name, value in row.items()})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"population file {path} unreadable: {exc}") from exc
+    return from_rows(rows, seed=seed, start_s=start_s)
+
+
+def from_rows(
+    rows: Sequence[Mapping[str, object]], *, seed: int = 0, start_s: float = 0.0
+) -> Population:
+    """Build a population from one mapping of field -> value per meter.
+
+    First send times are drawn uniformly over each meter's interval after
+    ``start_s`` from a generator seeded with ``seed``.
+
+    Raises:
+        ConfigError: a bad or unknown field, a missing required one, or a repeated ID;
+            the key is ``row N.FIELD`` (N 1-based).
+    """
+    pop = empty(len(rows))
+    seen: dict[int, int] = {}
+    for i, fields in enumerate(rows):
+        row = _Row(fields=fields, where=f"row {i + 1}")
+        _fill_row(pop, i, row)
+        first = seen.setdefault(int(pop.ident[i]), i + 1)
+        if first != i + 1:
+            raise row.error("id", f"ID {int(pop.ident[i]):08d} already used in row {first}")
+    rng = np.random.default_rng(seed)
+    pop.next_tx[:] = start_s + rng.uniform(0.0, 1.0, len(pop)) * pop.interval_s
+    return pop
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Row:
+    """One meter's fields from a file, with typed accessors that name the row on error."""
+
+    fields: Mapping[str, object]
+    where: str
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(message, key=f"{self.where}.{name}")
+
+    def raw(self, name: str, required: bool) -> object | None:
+        value = self.fields.get(name)
+        if value is None or value == "":
+            if required:
+                raise self.error(name, "is missing")
+            return None
+        return value
+
+    def integer(self, name: str, lo: int, hi: int, default: int | None = None) -> int:
+        value = self.raw(name, default is None)
+        if value is None and default is not None:
+            return default
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError
+            number = int(value)
+        except ValueError:
+            raise self.error(name, f"{value!r} is not an integer") from None
+        if not lo <= number <= hi:
+            raise self.error(name, f"{number} is not in {lo}..{hi}")
+        return number
+
+    def number(
+        self, name: str, default: float, lo: float = -math.inf, hi: float = math.inf
+    ) -> float:
+        value = self.raw(name, False)
+        if value is None:
+            return default
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError
+            number = float(value)
+        except ValueError:
+            raise self.error(name, f"{value!r} is not a number") from None
+        if not (math.isfinite(number) and lo <= number <= hi):
+            raise self.error(name, f"{number} is not in [{lo}, {hi}]")
+        return number
+
+    def choice(self, name: str, names: type[IntEnum], default: str | None = None) -> int:
+        value = self.raw(name, default is None)
+        text = str(value if value is not None else default).strip().upper()
+        if text not in names.__members__:
+            known = ", ".join(m.lower() for m in names.__members__)
+            raise self.error(name, f"{value!r} is not one of {known}")
+        return int(names[text])
+
+    def text(self, name: str) -> str:
+        value = self.raw(name, True)
+        if not isinstance(value, str):
+            raise self.error(name, f"{value!r} is not text")
+        return value.strip()
+
+
+# fmt: off
+FIELDS = (
+    "id", "manufacturer", "kind", "version", "device_type", "mode", "interface", "security",
+    "key", "interval_s", "jitter", "x_m", "y_m", "tx_power_dbm", "scale", "primary_address",
+    "access_number", "message_counter",
+)
+# fmt: on
+"""Fields of a meter in a population file; also the value column names of its kind."""
+_KNOWN = FIELDS + tuple(sorted({c for cols in VALUE_COLUMNS.values() for c in cols} - {""}))
+
+
+def _fill_row(pop: Population, i: int, row: _Row) -> None:
+    """Parse every field of ``row`` into row ``i`` of ``pop``."""
+    kind = MeterKind(row.choice("kind", MeterKind))
+    for name in row.fields:
+        if name not in _KNOWN:
+            raise row.error(name, "unknown field")
+        foreign = name not in FIELDS and name not in VALUE_COLUMNS[kind]
+        if foreign and row.raw(name, False) is not None:
+            raise row.error(name, f"not a field of {kind.name.lower()} meters")
+    pop.ident[i] = row.integer("id", 0, MAX_IDENT)
+    pop.manufacturer[i] = _manufacturer(row)
+    pop.kind[i] = kind
+    pop.version[i] = row.integer("version", 0, 255, 1)
+    pop.device_type[i] = row.integer("device_type", 0, 255, DEVICE_TYPE[kind])
+    pop.mode[i] = row.choice("mode", RadioMode, "c1")
+    pop.interface[i] = row.choice("interface", Interface, "wireless")
+    _fill_security(pop, i, row)
+    _fill_radio(pop, i, row)
+    for column, name in enumerate(VALUE_COLUMNS[kind]):
+        if name:
+            lowest = 0.0 if column in COUNTER_COLUMNS[kind] else -math.inf
+            pop.values[i, column] = row.number(name, 0.0, lo=lowest)
+
+
+def _manufacturer(row: _Row) -> int:
+    try:
+        return manufacturer_value(row.text("manufacturer").upper())
+    except ProtocolError as exc:
+        raise row.error("manufacturer", str(exc)) from exc
+
+
+def _fill_security(pop: Population, i: int, row: _Row) -> None:
+    security = row.integer("security", 0, 7, 0)
+    if security not in SECURITY_MODES:
+        raise row.error("security", f"{security} is not 0, 5 or 7")
+    pop.security[i] = security
+    if security == 0 and row.raw("key", False) is None:
+        return
+    key = row.text("key")
+    try:
+        raw = bytes.fromhex(key)
+    except ValueError:
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise row.error("key", f"needs {2 * KEY_BYTES} hex digits, got {key!r}")
+    pop.key[i] = np.frombuffer(raw, np.uint8)
+
+
+def _fill_radio(pop: Population, i: int, row: _Row) -> None:
+    pop.interval_s[i] = row.number("interval_s", 900.0, lo=1e-3)
+    pop.jitter[i] = row.number("jitter", 0.1, lo=0.0, hi=0.99)
+    pop.x_m[i] = row.number("x_m", 0.0)
+    pop.y_m[i] = row.number("y_m", 0.0)
+    pop.tx_power_dbm[i] = row.number("tx_power_dbm", 14.0, lo=-30.0, hi=30.0)
+    pop.scale[i] = row.number("scale", 1.0, lo=0.0)
+    pop.primary_address[i] = row.integer("primary_address", 0, 250, 0)
+    pop.access_number[i] = row.integer("access_number", 0, 255, 0)
+    pop.message_counter[i] = row.integer("message_counter", 0, 2**32 - 1, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from smtestbed.services.sensorfarm.population import (
     Area,
     Population,
     empty,
+    from_rows,
     generate,
+    load_csv,
+    load_toml,
     parse_mix,
 )
-from smtestbed.services.sensorfarm.schema import DEVICE_TYPE, Interface, MeterKind
+from smtestbed.services.sensorfarm.schema import DEVICE_TYPE, Interface, MeterKind, RadioMode
 
 
 def _same(a: Population, b: Population) -> bool:
@@ -160,3 +164,117 @@ def test_parse_mix_rejects_bad_items(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         parse_mix(text)
     assert info.value.key == "mix"
+
+
+TOML_TEXT = """
+[[meter]]
+id = 12345678
+manufacturer = "KAM"
+kind = "heat"
+mode = "t1"
+security = 5
+key = "000102030405060708090a0b0c0d0e0f"
+energy_wh = 1500.5
+flow_temperature_c = 60.0
+x_m = 10.0
+
+[[meter]]
+id = "00000042"
+manufacturer = "emh"
+kind = "electricity"
+interval_s = 60
+"""
+
+CSV_TEXT = """id,manufacturer,kind,mode,security,key,energy_import_wh,volume_m3
+1,ESY,electricity,c1,0,,100.0,
+2,ZRI,water,s1,7,ffeeddccbbaa99887766554433221100,,2.5
+"""
+
+
+def test_load_toml_reads_every_given_field_and_defaults_the_rest(tmp_path: Path) -> None:
+    """TOML meters carry their fields; missing ones take the documented defaults."""
+    path = tmp_path / "meters.toml"
+    path.write_text(TOML_TEXT)
+    pop = load_toml(path, seed=1, start_s=100.0)
+    assert pop.ident.tolist() == [12345678, 42]
+    assert pop.manufacturer.tolist() == [0x2C2D, manufacturer_value("EMH")]
+    assert pop.kind.tolist() == [MeterKind.HEAT, MeterKind.ELECTRICITY]
+    assert pop.mode.tolist() == [RadioMode.T1, RadioMode.C1]
+    assert pop.device_type.tolist() == [0x04, 0x02]
+    assert pop.security.tolist() == [5, 0]
+    assert bytes(pop.key[0]) == bytes(range(16))
+    assert pop.values[0].tolist() == [1500.5, 0.0, 0.0, 60.0, 0.0]
+    assert pop.interval_s.tolist() == [900.0, 60.0]
+    assert pop.x_m.tolist() == [10.0, 0.0]
+    assert 100.0 <= pop.next_tx[1] < 160.0
+
+
+def test_load_csv_reads_rows_and_leaves_empty_cells_at_defaults(tmp_path: Path) -> None:
+    """CSV rows become meters; an empty cell takes the field's default."""
+    path = tmp_path / "meters.csv"
+    path.write_text(CSV_TEXT)
+    pop = load_csv(path)
+    assert pop.ident.tolist() == [1, 2]
+    assert pop.mode.tolist() == [RadioMode.C1, RadioMode.S1]
+    assert pop.security.tolist() == [0, 7]
+    assert bytes(pop.key[1]).hex() == "ffeeddccbbaa99887766554433221100"
+    assert pop.values[:, 0].tolist() == [100.0, 2.5]
+
+
+def _rows(**fields: object) -> list[dict[str, object]]:
+    good: dict[str, object] = {"id": 1, "manufacturer": "KAM", "kind": "water"}
+    return [{"id": 9, "manufacturer": "DME", "kind": "gas"}, {**good, **fields}]
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "message"),
+    [
+        ({"id": None}, "row 2.id", "is missing"),
+        ({"id": 100_000_000}, "row 2.id", "not in 0..99999999"),
+        ({"id": 9}, "row 2.id", "already used in row 1"),
+        ({"id": 1.5}, "row 2.id", "not an integer"),
+        ({"manufacturer": "K1M"}, "row 2.manufacturer", "three letters"),
+        ({"kind": "oil"}, "row 2.kind", "not one of electricity, gas"),
+        ({"mode": "x"}, "row 2.mode", "not one of s1, t1, c1"),
+        ({"security": 5}, "row 2.key", "is missing"),
+        ({"security": 5, "key": "abcd"}, "row 2.key", "needs 32 hex digits"),
+        ({"security": 6}, "row 2.security", "not 0, 5 or 7"),
+        ({"jitter": 1.0}, "row 2.jitter", "not in"),
+        ({"interval_s": "soon"}, "row 2.interval_s", "not a number"),
+        ({"volume_m3": -1}, "row 2.volume_m3", "not in"),
+        ({"energy_wh": 1}, "row 2.energy_wh", "not a field of water meters"),
+        ({"colour": "red"}, "row 2.colour", "unknown field"),
+        ({"primary_address": 251}, "row 2.primary_address", "not in 0..250"),
+    ],
+)
+def test_from_rows_names_row_and_field_of_a_bad_value(
+    fields: dict[str, object], key: str, message: str
+) -> None:
+    """Every bad field raises ConfigError whose key is 'row N.FIELD'."""
+    with pytest.raises(ConfigError, match=message) as info:
+        from_rows(_rows(**fields))
+    assert info.value.key == key
+
+
+def test_load_csv_rejects_a_row_longer_than_the_header(tmp_path: Path) -> None:
+    """A row with more cells than header fields is named in the error."""
+    path = tmp_path / "meters.csv"
+    path.write_text("id,manufacturer,kind\n1,KAM,gas\n2,KAM,gas,extra\n")
+    with pytest.raises(ConfigError) as info:
+        load_csv(path)
+    assert info.value.key == "row 2"
+
+
+def test_load_toml_without_meter_tables_is_rejected(tmp_path: Path) -> None:
+    """A TOML file lacking [[meter]] tables raises ConfigError with key 'meter'."""
+    path = tmp_path / "meters.toml"
+    path.write_text("meter = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_toml(path)
+    assert info.value.key == "meter"
+
+
+def test_load_csv_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A missing CSV file raises ConfigError naming the file."""
+    with pytest.raises(ConfigError, match=r"absent\.csv"):
+        load_csv(tmp_path / "absent.csv")
