@@ -67,9 +67,13 @@ def derive_key(master_key: bytes, *, constant: int, counter: int, ident: int) ->
     return aes_cmac(master_key, block)
 
 
+# The second half of a mode-5 IV for each access number: ACC eight times.
+ACC_IV_HALVES = tuple(bytes((acc,)) * 8 for acc in range(256))
+
+
 def mode5_iv(address: MeterAddress, access_number: int) -> bytes:
     """Return the mode-5 IV: ``M(2) ID(4) Ver Type`` then the access number 8 times."""
-    return address.link_order() + bytes((access_number,)) * 8
+    return address.link_order() + ACC_IV_HALVES[access_number & 0xFF]
 
 
 def cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
@@ -123,13 +127,17 @@ def pad_2f(plaintext: bytes) -> tuple[bytes, int]:
     return plaintext + b"\x2f" * (blocks * BLOCK - len(plaintext)), blocks
 
 
+def _too_short(payload: bytes, blocks: int) -> ProtocolError:
+    return ProtocolError(
+        f"configuration says {blocks} encrypted blocks, payload has {len(payload)} bytes",
+        reason="truncated",
+    )
+
+
 def _split(payload: bytes, blocks: int) -> tuple[bytes, bytes]:
     size = blocks * BLOCK
     if len(payload) < size:
-        raise ProtocolError(
-            f"configuration says {blocks} encrypted blocks, payload has {len(payload)} bytes",
-            reason="truncated",
-        )
+        raise _too_short(payload, blocks)
     return payload[:size], payload[size:]
 
 
@@ -145,11 +153,18 @@ def decrypt_mode5(
         WrongKeyError: the plaintext does not begin with 2F 2F, or the key is not 16 bytes.
         ProtocolError: ``truncated`` when the payload is shorter than N blocks.
     """
-    secret, rest = _split(payload, blocks)
-    plain = cbc_decrypt_static(key, mode5_iv(address, access_number), secret)
+    return decrypt_mode5_iv(key, mode5_iv(address, access_number), payload, blocks)
+
+
+def decrypt_mode5_iv(key: bytes, iv: bytes, payload: bytes, blocks: int) -> bytes:
+    """Decrypt a mode-5 payload with its IV already built (see :func:`decrypt_mode5`)."""
+    size = blocks * BLOCK
+    if len(payload) < size:
+        raise _too_short(payload, blocks)
+    plain = cbc_decrypt_static(key, iv, payload[:size])
     if plain[:2] != CHECK_BYTES:
         raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
-    return plain + rest
+    return plain + payload[size:] if len(payload) > size else plain
 
 
 def encrypt_mode5(

@@ -11,6 +11,7 @@ selected) starts at that CRC. Mode 5/7 encrypt N x 16 bytes of APL right after t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from smtestbed.proto.records import DataBlock, decode_records
 from smtestbed.proto.wmbus.afl import CI_AFL, Afl, decode_afl
@@ -27,16 +28,18 @@ from smtestbed.proto.wmbus.link import (
     strip_crcs_b,
 )
 from smtestbed.proto.wmbus.security import (
+    ACC_IV_HALVES,
     CHECK_BYTES,
     DC_ENC_FROM_METER,
     DC_MAC_FROM_METER,
-    decrypt_mode5,
+    decrypt_mode5_iv,
     decrypt_mode7,
     derive_key,
     ell_ctr,
     verify_afl_mac,
 )
 from smtestbed.proto.wmbus.transport import (
+    LONG_CIS,
     MODE_AES_CBC_IV,
     MODE_AES_CBC_KDF,
     TplHeader,
@@ -102,6 +105,50 @@ class Telegram:
         return self.link.address
 
 
+_TELEGRAM_SETTERS = tuple(
+    Telegram.__dict__[name].__set__
+    for name in (
+        "link",
+        "frame_format",
+        "ell",
+        "afl",
+        "tpl",
+        "payload",
+        "application_data",
+        "records",
+        "security",
+    )
+)
+
+
+def _telegram(
+    link: LinkHeader,
+    frame_format: FrameFormat | None,
+    ell: Ell | None,
+    afl: Afl | None,
+    tpl: TplHeader,
+    payload: bytes,
+    plain: bytes | None,
+    records: DataBlock | None,
+    security: Security,
+) -> Telegram:
+    # Fills the slots directly: the frozen dataclass __init__ sets each of the nine fields
+    # through object.__setattr__, about 1 us per received telegram more.
+    telegram = object.__new__(Telegram)
+    values = (link, frame_format, ell, afl, tpl, payload, plain, records, security)
+    for setter, value in zip(_TELEGRAM_SETTERS, values, strict=True):
+        setter(telegram, value)
+    return telegram
+
+
+@lru_cache(maxsize=64)
+def _security(
+    mode: int, encrypted: bool, decrypted: bool = False, plain_on_air: bool = False
+) -> Security:
+    """Return the shared summary of a TPL security outcome without MAC (immutable)."""
+    return Security(mode=mode, encrypted=encrypted, decrypted=decrypted, plain_on_air=plain_on_air)
+
+
 def _unframe(data: bytes, crcs: bool | None) -> tuple[bytes, FrameFormat | None]:
     """Return the CRC-less telegram and the frame format it came in."""
     if crcs is None:
@@ -144,28 +191,49 @@ def _open_ell(
 
 def _tpl_plain(
     tpl: TplHeader,
+    body: bytes,
+    ci_pos: int,
     payload: bytes,
     key: bytes | None,
-    meter: MeterAddress,
     afl: Afl | None,
-    message: bytes,
+    link: LinkHeader,
 ) -> tuple[bytes | None, Security]:
-    """Return the plaintext APL (None when it stays encrypted) and the security summary."""
-    mode = tpl.security_mode
+    """Return the plaintext APL (None when it stays encrypted) and the security summary.
+
+    ``body`` is the telegram with the TPL CI at ``ci_pos``; ``payload`` all bytes after the
+    TPL header.
+    """
     config = tpl.config
-    blocks = 0 if config is None else config.encrypted_blocks
+    if config is None:
+        return payload, _security(0, False)
+    word = config.word
+    mode = (word >> 8) & 0x1F  # CFG bits 12..8; N (bits 7..4) counts in modes 5 and 7 only
+    blocks = (word >> 4) & 0x0F
     if mode == 0 or (mode in (MODE_AES_CBC_IV, MODE_AES_CBC_KDF) and blocks == 0):
-        return payload, Security(mode=mode)
+        return payload, _security(mode, False)
     if mode not in (MODE_AES_CBC_IV, MODE_AES_CBC_KDF):
-        return None, Security(mode=mode, encrypted=True)
+        return None, _security(mode, True)
     if key is None:
         if payload[:2] == CHECK_BYTES:
-            return payload, Security(mode=mode, encrypted=True, plain_on_air=True)
-        return None, Security(mode=mode, encrypted=True)
+            return payload, _security(mode, True, plain_on_air=True)
+        return None, _security(mode, True)
     if mode == MODE_AES_CBC_IV:
-        plain = decrypt_mode5(key, meter, tpl.access_number or 0, payload, blocks)
-        return plain, Security(mode=mode, encrypted=True, decrypted=True)
-    return _mode7_plain(key, meter, afl, payload, blocks, message)
+        iv = _mode5_iv(body, ci_pos) + ACC_IV_HALVES[tpl.access_number or 0]
+        return decrypt_mode5_iv(key, iv, payload, blocks), _security(mode, True, True)
+    meter = tpl.address if tpl.address is not None else link.address
+    return _mode7_plain(key, meter, afl, payload, blocks, body[ci_pos:])
+
+
+def _mode5_iv(body: bytes, ci_pos: int) -> bytes:
+    """Return ``M(2) ID(4) Ver Type`` of the meter from the frame bytes.
+
+    The long TPL header's address (``ID(4) M(2) Ver Type`` after its CI) if there is one,
+    else the link header's (``M(2) A(6)`` at offset 2).
+    """
+    if body[ci_pos] not in LONG_CIS:
+        return body[2:HEADER_SIZE]
+    start = ci_pos + 1
+    return body[start + 4 : start + 6] + body[start : start + 4] + body[start + 6 : start + 8]
 
 
 def _mode7_plain(
@@ -220,8 +288,7 @@ def decode_telegram(
         afl, pos = decode_afl(body, pos)
     tpl, start = decode_tpl(body, pos)
     payload = body[start:]
-    meter = tpl.address if tpl.address is not None else link.address
-    plain, security = _tpl_plain(tpl, payload, key, meter, afl, body[pos:])
+    plain, security = _tpl_plain(tpl, body, pos, payload, key, afl, link)
     if ell_plain[0] or ell_plain[1]:
         security = Security(
             mode=security.mode,
@@ -231,17 +298,7 @@ def decode_telegram(
             mac_verified=security.mac_verified,
         )
     block = _records(tpl, plain) if records else None
-    return Telegram(
-        link=link,
-        frame_format=frame_format,
-        ell=ell,
-        afl=afl,
-        tpl=tpl,
-        payload=payload,
-        application_data=plain,
-        records=block,
-        security=security,
-    )
+    return _telegram(link, frame_format, ell, afl, tpl, payload, plain, block, security)
 
 
 def _after_ell(

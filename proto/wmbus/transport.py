@@ -15,6 +15,7 @@ byte holds the KDF selection (bits 5..4) and the key ID (bits 3..0).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from smtestbed.proto.wmbus.fields import MeterAddress
 from smtestbed.services._runtime.errors import ProtocolError
@@ -173,6 +174,33 @@ class TplHeader:
         return out
 
 
+_set_ci = TplHeader.__dict__["ci"].__set__
+_set_address = TplHeader.__dict__["address"].__set__
+_set_access_number = TplHeader.__dict__["access_number"].__set__
+_set_status = TplHeader.__dict__["status"].__set__
+_set_config = TplHeader.__dict__["config"].__set__
+
+
+def _tpl_header(
+    ci: int, address: MeterAddress | None, acc: int, sts: int, config: ConfigField
+) -> TplHeader:
+    # Fills the slots directly: a frozen dataclass __init__ goes through object.__setattr__
+    # per field, three times slower, and this runs once per received telegram.
+    header = object.__new__(TplHeader)
+    _set_ci(header, ci)
+    _set_address(header, address)
+    _set_access_number(header, acc)
+    _set_status(header, sts)
+    _set_config(header, config)
+    return header
+
+
+@lru_cache(maxsize=1024)
+def config_field(word: int, ext: int | None) -> ConfigField:
+    """Return the (shared, immutable) configuration field of ``word`` and ``ext``."""
+    return ConfigField(word=word, ext=ext)
+
+
 def _need(data: bytes, offset: int, size: int, what: str) -> None:
     if offset + size > len(data):
         raise ProtocolError(
@@ -183,14 +211,13 @@ def _need(data: bytes, offset: int, size: int, what: str) -> None:
 
 
 def _decode_short(data: bytes, offset: int) -> tuple[int, int, ConfigField, int]:
-    _need(data, offset, 4, "short TPL header")
+    if offset + 5 > len(data):
+        _need(data, offset, 4, "short TPL header")
     word = data[offset + 2] | data[offset + 3] << 8
-    ext = None
-    if (word >> 8) & 0x1F == MODE_AES_CBC_KDF:
-        _need(data, offset, 5, "TPL CFG-ext of mode 7")
-        ext = data[offset + 4]
-    end = offset + (4 if ext is None else 5)
-    return data[offset], data[offset + 1], ConfigField(word=word, ext=ext), end
+    if (word >> 8) & 0x1F != MODE_AES_CBC_KDF:
+        return data[offset], data[offset + 1], config_field(word, None), offset + 4
+    _need(data, offset, 5, "TPL CFG-ext of mode 7")
+    return data[offset], data[offset + 1], config_field(word, data[offset + 4]), offset + 5
 
 
 def decode_tpl(data: bytes, offset: int) -> tuple[TplHeader, int]:
@@ -205,17 +232,16 @@ def decode_tpl(data: bytes, offset: int) -> tuple[TplHeader, int]:
     _need(data, offset, 1, "TPL CI field")
     ci = data[offset]
     pos = offset + 1
+    if ci in SHORT_CIS:
+        acc, sts, config, pos = _decode_short(data, pos)
+        return _tpl_header(ci, None, acc, sts, config), pos
     if ci in NO_HEADER_CIS or ci in MANUFACTURER_CIS:
         return TplHeader(ci=ci), pos
-    address = None
-    if ci in LONG_CIS:
-        _need(data, pos, 8, "long TPL header")
-        address = MeterAddress.from_tpl_order(data, pos)
-        pos += 8
-    elif ci not in SHORT_CIS:
+    if ci not in LONG_CIS:
         raise ProtocolError(
             f"CI 0x{ci:02X} is not a transport layer", reason="unknown_ci", offset=offset
         )
-    acc, sts, config, pos = _decode_short(data, pos)
-    header = TplHeader(ci=ci, address=address, access_number=acc, status=sts, config=config)
-    return header, pos
+    _need(data, pos, 8, "long TPL header")
+    address = MeterAddress.from_tpl_order(data, pos)
+    acc, sts, config, pos = _decode_short(data, pos + 8)
+    return _tpl_header(ci, address, acc, sts, config), pos

@@ -8,6 +8,7 @@ random data.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -15,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from smtestbed.proto.wmbus.crc import block_layout, crc16, first_bad_block
 from smtestbed.proto.wmbus.crc_kernel import strip_format_a
+from smtestbed.proto.wmbus.encoder import encode_telegram, new_telegram
+from smtestbed.proto.wmbus.fields import MeterAddress
 from smtestbed.proto.wmbus.link import (
     FrameFormat,
     _FormatACheck,
@@ -24,6 +27,8 @@ from smtestbed.proto.wmbus.link import (
     strip_crcs,
 )
 from smtestbed.proto.wmbus.security import cbc_decrypt_static
+from smtestbed.proto.wmbus.telegram import Telegram, decode_telegram
+from smtestbed.proto.wmbus.transport import TplHeader
 from smtestbed.services._runtime.errors import ProtocolError
 
 from tests.unit.proto.vectors import load_jsonl
@@ -192,3 +197,24 @@ def test_python_check_hands_over_to_the_kernel_after_its_frames() -> None:
     check.run(good)
     assert check.run is strip_format_a
     assert check.run(bad) == (2, b"")
+
+
+@pytest.mark.parametrize(("mode", "long_header"), [(0, False), (5, False), (5, True), (7, True)])
+def test_decoded_objects_have_every_field_of_their_dataclass(mode: int, long_header: bool) -> None:
+    """Telegram and TplHeader built slot by slot equal the same built by their __init__."""
+    key = bytes(range(16))
+    address = MeterAddress(manufacturer=0x2C2D, ident=0x87654321, version=3, device_type=7)
+    built = new_telegram(
+        address=address,
+        records=bytes.fromhex("0403e8030000"),
+        access_number=201,
+        security_mode=mode,
+        long_header=long_header,
+    )
+    telegram = decode_telegram(encode_telegram(built, key=key), key=key)
+    assert telegram.tpl is not None
+    tpl = TplHeader(**{f.name: getattr(telegram.tpl, f.name) for f in fields(TplHeader)})
+    again = Telegram(**{f.name: getattr(telegram, f.name) for f in fields(Telegram)})
+    assert (tpl, again) == (telegram.tpl, telegram)
+    assert telegram.application_data is not None
+    assert telegram.application_data.startswith(b"" if mode == 0 else b"\x2f\x2f")
