@@ -49,6 +49,14 @@ def aes_cmac(key: bytes, message: bytes) -> bytes:
     return mac.finalize()
 
 
+@lru_cache(maxsize=1024)
+def _master_cmac(master_key: bytes) -> CMAC:
+    # A keyed CMAC that is never fed: each derivation under a meter's long-lived master key
+    # starts from a copy of it instead of setting up the key again. CMACs under per-telegram
+    # keys (Kmac) are not cached: they would only push the master keys out.
+    return CMAC(_aes(master_key))
+
+
 def derive_key(master_key: bytes, *, constant: int, counter: int, ident: int) -> bytes:
     """Derive an OMS mode-7 message key (OMS Vol. 2 KDF, EN 13757-7 KDF-A).
 
@@ -64,7 +72,9 @@ def derive_key(master_key: bytes, *, constant: int, counter: int, ident: int) ->
         + ident.to_bytes(4, "little")
         + b"\x07" * 7
     )
-    return aes_cmac(master_key, block)
+    mac = _master_cmac(bytes(master_key)).copy()
+    mac.update(block)
+    return mac.finalize()
 
 
 # The second half of a mode-5 IV for each access number: ACC eight times.

@@ -211,3 +211,14 @@ def test_afl_fields_and_length_check() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_afl(bytes(bad) + b"\x00", 0)
     assert info.value.reason == "bad_afl_length"
+
+
+def test_key_derivations_under_one_master_key_do_not_share_state() -> None:
+    """Derivations reusing a master key's cached CMAC each equal a fresh CMAC of their block."""
+    master = bytes(range(16, 32))
+    for counter in (0, 1, 0xFFFFFFFF, 1, 0):
+        block = bytes((0x00,)) + counter.to_bytes(4, "little") + (0x12345678).to_bytes(4, "little")
+        fresh = CMAC(algorithms.AES(master))
+        fresh.update(block + b"\x07" * 7)
+        got = derive_key(master, constant=0x00, counter=counter, ident=0x12345678)
+        assert got == fresh.finalize()
