@@ -74,7 +74,7 @@ WEEK_PROFILE = np.stack([_week_profile(kind) for kind in MeterKind])
 """Hourly factors per kind (rows in MeterKind order) over one week from Monday 00:00."""
 
 
-def week_shape(kind: MeterKind, t: F64) -> F64:
+def week_shape(kind: MeterKind, t: npt.ArrayLike) -> F64:
     """Return the hour-of-week factor of ``kind`` at times ``t`` (s), linear between hours."""
     hours = (np.asarray(t, dtype=np.float64) / 3600.0 + _EPOCH_HOUR_OF_WEEK) % HOURS_PER_WEEK
     profile = WEEK_PROFILE[kind]
@@ -83,19 +83,19 @@ def week_shape(kind: MeterKind, t: F64) -> F64:
     return np.asarray(profile[low] * (1 - frac) + profile[(low + 1) % HOURS_PER_WEEK] * frac)
 
 
-def outdoor_temperature_c(t: F64) -> F64:
+def outdoor_temperature_c(t: npt.ArrayLike) -> F64:
     """Return the outdoor temperature in °C at times ``t`` (s).
 
     Yearly mean 9.5 °C, seasonal amplitude 9 K (coldest on 15 January), daily
     amplitude 4 K (coldest at 05:00 UTC, warmest at 17:00).
     """
-    t = np.asarray(t, dtype=np.float64)
-    season = np.cos(2 * math.pi * ((t / _YEAR_S) % 1.0 - 14.5 / 365.2425))
-    day = np.cos(2 * math.pi * ((t / 86400.0) % 1.0 - 17.0 / 24.0))
+    times = np.asarray(t, dtype=np.float64)
+    season = np.cos(2 * math.pi * ((times / _YEAR_S) % 1.0 - 14.5 / 365.2425))
+    day = np.cos(2 * math.pi * ((times / 86400.0) % 1.0 - 17.0 / 24.0))
     return np.asarray(9.5 - 9.0 * season + 4.0 * day)
 
 
-def _heating_degrees(t: F64) -> F64:
+def _heating_degrees(t: npt.ArrayLike) -> F64:
     return np.maximum(0.0, HEATING_LIMIT_C - outdoor_temperature_c(t))
 
 
@@ -103,7 +103,7 @@ def _heating_degrees(t: F64) -> F64:
 _MEAN_HEATING_DEGREES = float(_heating_degrees(np.arange(0.0, _YEAR_S, 3600.0)).mean())
 
 
-def rate_factor(kind: MeterKind, t: F64) -> F64:
+def rate_factor(kind: MeterKind, t: npt.ArrayLike) -> F64:
     """Return ``shape_k(t)``: consumption relative to the yearly mean, at times ``t`` (s)."""
     use = week_shape(kind, t)
     share = HEATING_SHARE.get(kind)
