@@ -105,20 +105,15 @@ class Telegram:
         return self.link.address
 
 
-_TELEGRAM_SETTERS = tuple(
-    Telegram.__dict__[name].__set__
-    for name in (
-        "link",
-        "frame_format",
-        "ell",
-        "afl",
-        "tpl",
-        "payload",
-        "application_data",
-        "records",
-        "security",
-    )
-)
+_set_link = Telegram.__dict__["link"].__set__
+_set_frame_format = Telegram.__dict__["frame_format"].__set__
+_set_ell = Telegram.__dict__["ell"].__set__
+_set_afl = Telegram.__dict__["afl"].__set__
+_set_tpl = Telegram.__dict__["tpl"].__set__
+_set_payload = Telegram.__dict__["payload"].__set__
+_set_application_data = Telegram.__dict__["application_data"].__set__
+_set_records = Telegram.__dict__["records"].__set__
+_set_security = Telegram.__dict__["security"].__set__
 
 
 def _telegram(
@@ -135,9 +130,15 @@ def _telegram(
     # Fills the slots directly: the frozen dataclass __init__ sets each of the nine fields
     # through object.__setattr__, about 1 us per received telegram more.
     telegram = object.__new__(Telegram)
-    values = (link, frame_format, ell, afl, tpl, payload, plain, records, security)
-    for setter, value in zip(_TELEGRAM_SETTERS, values, strict=True):
-        setter(telegram, value)
+    _set_link(telegram, link)
+    _set_frame_format(telegram, frame_format)
+    _set_ell(telegram, ell)
+    _set_afl(telegram, afl)
+    _set_tpl(telegram, tpl)
+    _set_payload(telegram, payload)
+    _set_application_data(telegram, plain)
+    _set_records(telegram, records)
+    _set_security(telegram, security)
     return telegram
 
 
