@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -318,3 +319,16 @@ def test_serve_mbus_bad_options_give_one_error_line(args: list[str], message: st
     assert err.strip().count("\n") == 0
     assert err.startswith("Error: ")
     assert message in err
+
+
+def test_serve_mbus_on_a_busy_port_gives_one_error_line() -> None:
+    """A TCP port already in use ends with exit code 1 and one line naming the address."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = serve_mbus("--tcp", f"127.0.0.1:{port}", "--meters", "1")
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert err.strip().count("\n") == 0
+    assert err.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
