@@ -201,19 +201,54 @@ def _select(
     return sent, skipped
 
 
+@njit(cache=True)
+def _bound(
+    next_tx: F64,
+    interval: npt.NDArray[np.float32],
+    jitter: npt.NDArray[np.float32],
+    interface: npt.NDArray[np.uint8],
+    t0: float,
+    t1: float,
+) -> int:
+    """Sum each due wireless meter's maximum schedule steps in [t0, t1) (see the wrapper).
+
+    Returns ``-1 - i`` instead when meter ``i`` is due with an interval <= 0 or jitter >= 1.
+    """
+    total = 0
+    for i in range(next_tx.shape[0]):
+        t = next_tx[i]
+        if interface[i] != _WIRELESS or t >= t1:
+            continue
+        extra = 3 if t < t0 else 2
+        gap = np.float64(interval[i]) * (1.0 - np.float64(jitter[i]))
+        if not (gap > 0.0 and jitter[i] >= 0.0):
+            return -1 - i
+        total += math.ceil((t1 - max(t, t0)) / gap) + extra
+    return total
+
+
 def transmission_bound(pop: Population, t0: float, t1: float) -> int:
-    """Return an upper bound on the schedule steps of [t0, t1): uniforms to draw.
+    """Return an upper bound on the schedule steps of [t0, t1): the uniforms to draw.
 
     Each wireless meter due before ``t1`` takes one uniform per step of its
-    schedule (gaps of at least ``interval * (1 - jitter)``) plus one to re-phase
-    when it is overdue; one more per meter covers rounding.
+    schedule, at most ``ceil((t1 - max(next_tx, t0)) / (interval * (1 - jitter)))``,
+    plus one to re-phase when it is overdue; two more per meter cover rounding.
+
+    Raises:
+        ConfigError: a bad window, or a due meter with an interval <= 0 s or a jitter
+            outside [0, 1).
     """
-    wireless = pop.interface == _WIRELESS
-    due = wireless & (pop.next_tx < t1)
-    start = np.maximum(pop.next_tx[due], t0)
-    gap = pop.interval_s[due].astype(np.float64) * (1.0 - pop.jitter[due].astype(np.float64))
-    steps = np.ceil((t1 - start) / gap) + 2.0 + (pop.next_tx[due] < t0)
-    return int(steps.sum())
+    if not (math.isfinite(t0) and math.isfinite(t1) and t1 >= t0):
+        raise ConfigError(f"window [{t0}, {t1}) is not a time window", key="window")
+    bound = int(_bound(pop.next_tx, pop.interval_s, pop.jitter, pop.interface, t0, t1))
+    if bound < 0:
+        row = -1 - bound
+        raise ConfigError(
+            f"meter {int(pop.ident[row]):08d} (row {row}) needs an interval > 0 s and "
+            f"0 <= jitter < 1, has {pop.interval_s[row]} s and {pop.jitter[row]}",
+            key="interval_s",
+        )
+    return bound
 
 
 def select_transmitters(
@@ -234,9 +269,10 @@ def select_transmitters(
         airtime: air time in s of each meter's telegram (:func:`models.airtime_per_meter`).
 
     Raises:
-        ConfigError: a bad window or an airtime array of wrong length or negative values.
+        ConfigError: a bad window, an airtime array of wrong length or negative values, or a
+            due meter with an interval <= 0 s or a jitter outside [0, 1).
     """
-    _check_window(pop, t0, t1, airtime)
+    _check_airtime(pop, airtime)
     uniforms = rng.random(transmission_bound(pop, t0, t1))
     size = len(uniforms)
     out = (np.empty(size, np.int64), np.empty(size), np.empty(size, np.uint8))
@@ -269,12 +305,8 @@ def _schedule_arrays(pop: Population) -> tuple[npt.NDArray[Any], ...]:
     )
 
 
-def _check_window(pop: Population, t0: float, t1: float, airtime: F64) -> None:
-    if not (math.isfinite(t0) and math.isfinite(t1) and t1 >= t0):
-        raise ConfigError(f"window [{t0}, {t1}) is not a time window", key="window")
+def _check_airtime(pop: Population, airtime: F64) -> None:
     if airtime.shape != (len(pop),) or airtime.dtype != np.float64:
         raise ConfigError(f"airtime must be float64 of shape ({len(pop)},)", key="airtime")
     if len(airtime) and not (np.all(np.isfinite(airtime)) and airtime.min() >= 0):
         raise ConfigError("airtime must be finite and >= 0 s", key="airtime")
-    if not (np.all(pop.jitter < 1.0) and np.all(pop.interval_s > 0)):
-        raise ConfigError("intervals must be > 0 s and jitter < 1", key="interval_s")

@@ -292,3 +292,34 @@ def test_select_transmitters_rejects_a_reversed_window() -> None:
     """A window ending before it starts raises ConfigError."""
     with pytest.raises(ConfigError, match="not a time window"):
         select_transmitters(_population(3), T0, T0 - 1.0, np.zeros(3), np.random.default_rng(0))
+
+
+def reference_bound(pop: Population, t0: float, t1: float) -> int:
+    """Sum the schedule steps of each due wireless meter in plain Python."""
+    total = 0
+    for i in range(len(pop)):
+        t = float(pop.next_tx[i])
+        if pop.interface[i] != Interface.WIRELESS or t >= t1:
+            continue
+        gap = float(pop.interval_s[i]) * (1.0 - float(pop.jitter[i]))
+        total += math.ceil((t1 - max(t, t0)) / gap) + (3 if t < t0 else 2)
+    return total
+
+
+def test_transmission_bound_matches_the_reference_and_covers_the_steps() -> None:
+    """The compiled bound equals the reference and is at least the uniforms used."""
+    pop, airtime = _select_case()
+    bound = transmission_bound(pop, T0, T0 + 300.0)
+    assert bound == reference_bound(pop, T0, T0 + 300.0)
+    rng = np.random.default_rng(4)
+    tx = select_transmitters(pop, T0, T0 + 300.0, airtime, rng)
+    assert bound >= len(tx) + tx.skipped
+
+
+def test_select_transmitters_names_a_due_meter_with_jitter_of_one() -> None:
+    """A due meter with jitter 1 raises ConfigError naming its ID and the interval field."""
+    pop = _population(3)
+    pop.next_tx[1], pop.jitter[1] = T0, 1.0
+    with pytest.raises(ConfigError, match=f"meter {int(pop.ident[1]):08d} \\(row 1\\)") as info:
+        select_transmitters(pop, T0, T0 + 1.0, np.zeros(3), np.random.default_rng(0))
+    assert info.value.key == "interval_s"
