@@ -86,7 +86,7 @@ def test_a_wall_between_meter_and_receiver_costs_its_loss() -> None:
         np.array([0.0], np.float32),
         np.array([0], np.uint32),
     )
-    common = {
+    common: dict[str, Any] = {
         "receivers": np.array([[0.0, 0.0, 0.0]]),
         "model": np.array([31.2, 2.0, 0.0]),
         "seed": 1,
