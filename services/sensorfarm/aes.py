@@ -67,7 +67,7 @@ _SBOX, _TE0, _TE1, _TE2, _TE3 = _tables()
 _RCON = np.array([0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36], dtype=np.uint32)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sub_word(w: Word) -> Word:
     return (
         (np.int64(_SBOX[(w >> 24) & 0xFF]) << 24)
@@ -79,17 +79,19 @@ def _sub_word(w: Word) -> Word:
 
 @njit(cache=True)
 def _expand_words(k0: Word, k1: Word, k2: Word, k3: Word, rk: npt.NDArray[np.uint32]) -> None:
+    # One round key (four words) per step keeps the dependency chain in registers.
     rk[0], rk[1], rk[2], rk[3] = k0, k1, k2, k3
-    prev = np.int64(k3)
-    for i in range(4, ROUND_KEY_WORDS):
-        if i % 4 == 0:
-            rot = ((prev << 8) | (prev >> 24)) & MASK
-            prev = _sub_word(rot) ^ (np.int64(_RCON[i // 4 - 1]) << 24)
-        prev = (np.int64(rk[i - 4]) ^ prev) & MASK
-        rk[i] = prev
+    for r in range(10):
+        rot = ((k3 << 8) | (k3 >> 24)) & MASK
+        k0 = k0 ^ _sub_word(rot) ^ (np.int64(_RCON[r]) << 24)
+        k1 = k1 ^ k0
+        k2 = k2 ^ k1
+        k3 = k3 ^ k2
+        p = 4 * r + 4
+        rk[p], rk[p + 1], rk[p + 2], rk[p + 3] = k0, k1, k2, k3
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _load(buf: npt.NDArray[np.uint8], p: Word) -> Word:
     return (
         (np.int64(buf[p]) << 24)
@@ -99,7 +101,7 @@ def _load(buf: npt.NDArray[np.uint8], p: Word) -> Word:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _store(buf: npt.NDArray[np.uint8], p: Word, w: Word) -> None:
     buf[p] = (w >> 24) & 0xFF
     buf[p + 1] = (w >> 16) & 0xFF
@@ -112,7 +114,7 @@ def _expand(key: npt.NDArray[np.uint8], p: Word, rk: npt.NDArray[np.uint32]) -> 
     _expand_words(_load(key, p), _load(key, p + 4), _load(key, p + 8), _load(key, p + 12), rk)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _round(rk: npt.NDArray[np.uint32], k: int, a: Word, b: Word, c: Word, d: Word) -> Word:
     return (
         np.int64(_TE0[(a >> 24) & 0xFF])
@@ -123,7 +125,7 @@ def _round(rk: npt.NDArray[np.uint32], k: int, a: Word, b: Word, c: Word, d: Wor
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _last(rk: npt.NDArray[np.uint32], k: int, a: Word, b: Word, c: Word, d: Word) -> Word:
     return (
         (np.int64(_SBOX[(a >> 24) & 0xFF]) << 24)

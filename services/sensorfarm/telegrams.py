@@ -209,6 +209,7 @@ def _frame_a(t: npt.NDArray[np.uint8], length: Word, out: npt.NDArray[np.uint8],
 def _build_kernel(
     meters: npt.NDArray[np.int64],
     keys: npt.NDArray[np.uint8],
+    round_keys: npt.NDArray[np.uint32],
     values: npt.NDArray[np.float64],
     offsets: npt.NDArray[np.uint32],
     out: npt.NDArray[np.uint8],
@@ -217,10 +218,14 @@ def _build_kernel(
     slots: npt.NDArray[np.int64],
     scale: npt.NDArray[np.float64],
 ) -> None:
-    """Build every frame; ``meters`` columns: ident, M, ver, type, kind, mode, ACC, MCR."""
+    """Build every frame; ``meters`` columns: ident, M, ver, type, kind, mode, ACC, MCR.
+
+    ``round_keys`` holds each meter's expanded key, or no rows: then each key is expanded here.
+    """
     t = np.zeros(256, dtype=np.uint8)
     scratch = np.zeros(256, dtype=np.uint8)
-    rk = np.empty(ROUND_KEY_WORDS, dtype=np.uint32)
+    scratch_rk = np.empty(ROUND_KEY_WORDS, dtype=np.uint32)
+    rk = scratch_rk
     derived = np.empty(ROUND_KEY_WORDS, dtype=np.uint32)
     for i in range(meters.shape[0]):
         row = meters[i]
@@ -235,7 +240,11 @@ def _build_kernel(
             t[end : apl + 16 * blocks] = 0x2F
             end = apl + 16 * blocks
             t[apl - (3 if mode == 7 else 2)] = blocks << 4
-            _expand(keys[i], 0, rk)
+            if round_keys.shape[0]:
+                rk = round_keys[i]
+            else:
+                _expand(keys[i], 0, scratch_rk)
+                rk = scratch_rk
             if mode == 5:
                 _seal5(t, apl, blocks, rk, acc)
             else:
@@ -274,6 +283,18 @@ def _check_keys(keys: npt.ArrayLike, count: int) -> npt.NDArray[np.uint8]:
     array = np.asarray(keys)
     if array.dtype != np.uint8 or array.shape != (count, 16):
         raise ValueError(f"keys must be uint8[{count}, 16], got {array.dtype}{list(array.shape)}")
+    return np.ascontiguousarray(array)
+
+
+def _check_round_keys(round_keys: npt.ArrayLike | None, count: int) -> npt.NDArray[np.uint32]:
+    if round_keys is None:
+        return np.empty((0, ROUND_KEY_WORDS), dtype=np.uint32)
+    array = np.asarray(round_keys)
+    if array.dtype != np.uint32 or array.shape != (count, ROUND_KEY_WORDS):
+        raise ValueError(
+            f"round_keys must be uint32[{count}, {ROUND_KEY_WORDS}], got"
+            f" {array.dtype}{list(array.shape)}"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -331,6 +352,7 @@ def build_telegrams(
     access_number: npt.ArrayLike,
     counter: npt.ArrayLike,
     values: npt.ArrayLike,
+    round_keys: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]:
     """Build the format A frames (link CRCs included) of ``n`` meters.
 
@@ -345,6 +367,8 @@ def build_telegrams(
         access_number: TPL access numbers ACC (0..255).
         counter: AFL message counters MCR (mode 7; 32 bits).
         values: float64[n, N_VALUES] in the units of ``schema.VALUE_COLUMNS``.
+        round_keys: optional uint32[n, 44], ``aes.expand_keys(key)`` kept per meter: saves
+            the key expansion per telegram. It must belong to ``key`` (not checked).
 
     Returns:
         ``offsets`` (uint32[n + 1]) and ``data`` (uint8): frame ``i`` is
@@ -359,6 +383,7 @@ def build_telegrams(
     )
     count = meters.shape[0]
     keys = _check_keys(key, count)
+    expanded = _check_round_keys(round_keys, count)
     checked = _check_values(values, meters[:, 4])
     sizes = _FRAME_SIZES[meters[:, 4], meters[:, 5]]
     offsets = np.zeros(count + 1, dtype=np.uint32)
@@ -366,6 +391,15 @@ def build_telegrams(
     out = np.empty(int(offsets[-1]), dtype=np.uint8)
     table = template_table()
     _build_kernel(
-        meters, keys, checked, offsets, out, table.data, table.length, table.slots, table.scale
+        meters,
+        keys,
+        expanded,
+        checked,
+        offsets,
+        out,
+        table.data,
+        table.length,
+        table.slots,
+        table.scale,
     )
     return offsets, out
