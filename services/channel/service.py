@@ -53,6 +53,7 @@ class Channel(Service):
         puller = BatchPuller(self.bus.ctx, self.cfg.input_endpoint, on_reject=self._rejected)
         pusher = BatchPusher(self.bus.ctx, self.cfg.output_endpoint, src=self.bus.name)
         try:
+            self.model.warm_up()
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
             while True:
