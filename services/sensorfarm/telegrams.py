@@ -335,7 +335,8 @@ def _meter_matrix(
         _column("access_number", access_number, count, 0, 0xFF),
         _column("counter", counter, count, 0, 0xFFFFFFFF),
     )
-    if not np.all(np.isin(columns[5], MODES)):
+    mode = columns[5]
+    if not np.all((mode == 0) | (mode == 5) | (mode == 7)):
         raise ValueError(f"security_mode must be one of {MODES}")
     return np.ascontiguousarray(np.stack(columns, axis=1))
 
