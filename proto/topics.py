@@ -38,6 +38,15 @@ SENSORFARM_WINDOW = "sensorfarm.window"
 CHANNEL_WINDOW = "channel.window"
 CHANNEL_FAULT = "channel.fault"
 
+# -- events: gateway ------------------------------------------------------------
+GATEWAY_FRAME_ACCEPTED = "gateway.frame_accepted"
+GATEWAY_FRAME_REJECTED = "gateway.frame_rejected"
+GATEWAY_INTEGRITY_VIOLATION = "gateway.integrity_violation"
+GATEWAY_UPDATE_INSTALLED = "gateway.update_installed"
+GATEWAY_UPDATE_REFUSED = "gateway.update_refused"
+GATEWAY_METER_CHANGED = "gateway.meter_changed"
+GATEWAY_TAF_DATA = "gateway.taf_data"
+
 # -- simulation plane --------------------------------------------------------
 FRAME_BATCH = "sim.frames"
 RECEIVED_BATCH = "sim.received"
@@ -61,6 +70,17 @@ METER_CUT_LINE = "meter.cut_line"
 METER_RESTORE_LINE = "meter.restore_line"
 CHANNEL_FORCE_COLLISION = "channel.force_collision"
 CHANNEL_SET_FAULT = "channel.set_fault"
+GATEWAY_STATUS = "gateway.status"
+GATEWAY_ADD_METER = "gateway.add_meter"
+GATEWAY_REMOVE_METER = "gateway.remove_meter"
+GATEWAY_ASSIGN_TAF = "gateway.assign_taf"
+GATEWAY_LIST_METERS = "gateway.list_meters"
+GATEWAY_READINGS = "gateway.readings"
+GATEWAY_TAF6_READOUT = "gateway.taf6_readout"
+GATEWAY_EMT_QUEUE = "gateway.emt_queue"
+GATEWAY_EMT_ACK = "gateway.emt_ack"
+GATEWAY_READ_LOG = "gateway.read_log"
+GATEWAY_PUSH_UPDATE = "gateway.push_update"
 
 EVENTS: frozenset[str] = frozenset(
     {
@@ -81,6 +101,13 @@ EVENTS: frozenset[str] = frozenset(
         SENSORFARM_WINDOW,
         CHANNEL_WINDOW,
         CHANNEL_FAULT,
+        GATEWAY_FRAME_ACCEPTED,
+        GATEWAY_FRAME_REJECTED,
+        GATEWAY_INTEGRITY_VIOLATION,
+        GATEWAY_UPDATE_INSTALLED,
+        GATEWAY_UPDATE_REFUSED,
+        GATEWAY_METER_CHANGED,
+        GATEWAY_TAF_DATA,
         FRAME_BATCH,
         RECEIVED_BATCH,
     }
@@ -106,6 +133,17 @@ REQUESTS: frozenset[str] = frozenset(
         METER_RESTORE_LINE,
         CHANNEL_FORCE_COLLISION,
         CHANNEL_SET_FAULT,
+        GATEWAY_STATUS,
+        GATEWAY_ADD_METER,
+        GATEWAY_REMOVE_METER,
+        GATEWAY_ASSIGN_TAF,
+        GATEWAY_LIST_METERS,
+        GATEWAY_READINGS,
+        GATEWAY_TAF6_READOUT,
+        GATEWAY_EMT_QUEUE,
+        GATEWAY_EMT_ACK,
+        GATEWAY_READ_LOG,
+        GATEWAY_PUSH_UPDATE,
     }
 )
 
