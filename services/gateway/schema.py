@@ -95,3 +95,20 @@ class Rejection:
     message: str
     meter: str = ""
     t_sim: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterState:
+    """What the gateway remembers of a meter's last accepted reading (replay, plausibility).
+
+    Attributes:
+        t_sim: time stamp of the last accepted reading, s.
+        access_number: its access number.
+        message_counter: its mode-7 message counter.
+        counters: its counter values by (quantity, unit, storage_number, tariff, subunit).
+    """
+
+    t_sim: float
+    access_number: int
+    message_counter: int
+    counters: dict[tuple[str, str, int, int, int], float] = field(default_factory=dict)
