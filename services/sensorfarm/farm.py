@@ -87,14 +87,15 @@ class Farm:
     def _corrupt(
         self, m: npt.NDArray[np.int64], offsets: npt.NDArray[np.uint32], data: npt.NDArray[np.uint8]
     ) -> int:
-        hit = np.flatnonzero(self.pop.corrupt_next[m] > 0)
-        for j in hit:  # few: only meters a test or scenario told to corrupt
+        corrupted = 0
+        for j in np.flatnonzero(self.pop.corrupt_next[m] > 0):  # few: meters told to corrupt
             row = m[j]
             if self.pop.corrupt_next[row] == 0:
                 continue  # the same meter twice in one window: its budget ran out
             data[int(offsets[j + 1]) - 1] ^= CORRUPT_MASK
             self.pop.corrupt_next[row] -= 1
-        return len(hit)
+            corrupted += 1
+        return corrupted
 
     def _count(self, sent: int, skipped: int, corrupted: int, size: int) -> None:
         c = self.counters
