@@ -19,6 +19,6 @@ class SensorFarmConfig(ServiceConfig):
     seed: int = doc(1, "seed of every random draw")
     population_file: str = doc("", "TOML or CSV file with one meter per row (empty: generate)")
     window_s: float = doc(1.0, "simulated time per window, s")
-    output: str = doc("tcp://127.0.0.1:7711", "where frame batches go (PUSH, to the channel)")
+    output: str = doc("tcp://127.0.0.1:7710", "where frame batches go (PUSH, to the channel)")
     bind_output: bool = doc(False, "bind the output endpoint instead of connecting")
     mbus_tcp: str = doc("", "serve the wired meters as M-Bus slaves on HOST:PORT (empty: off)")
