@@ -9,7 +9,7 @@ from smtestbed.proto.wmbus.link import add_crcs_a, strip_crcs_a
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services.channel import physics
 from smtestbed.services.channel.config import ChannelConfig, scene_from_config
-from smtestbed.services.channel.model import ChannelInputError
+from smtestbed.services.channel.model import ChannelInputError, time_order
 
 from tests.unit.channel.scenes import column, frames_batch, ideal, model
 
@@ -193,3 +193,10 @@ def test_a_receiver_without_x_is_a_config_error_naming_the_field() -> None:
     cfg = ChannelConfig(receivers=({"name": "a", "x": 0.0, "y": 0.0}, {"name": "b", "y": 1.0}))
     with pytest.raises(ConfigError, match=r"channel\.receivers\[1\]\.x"):
         scene_from_config(cfg)
+
+
+def test_time_order_keeps_equal_times_in_index_order() -> None:
+    """Equal send times sort by frame index, as a stable sort would."""
+    times = np.array([3.0, 1.0, 3.0, 0.5, 1.0, 3.0])
+    assert time_order(times).tolist() == [3, 1, 4, 0, 2, 5]
+    assert time_order(np.array([2.0, 0.0, 1.0])).tolist() == [1, 2, 0]
