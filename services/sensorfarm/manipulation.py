@@ -16,6 +16,7 @@ import numpy as np
 from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services.sensorfarm.population import Population
 from smtestbed.services.sensorfarm.schema import COUNTER_COLUMNS, VALUE_COLUMNS, MeterKind
+from smtestbed.services.sensorfarm.telegrams import MAX_ABS_VALUE
 
 MAX_INTERVAL_S = 7 * 86400.0
 
@@ -76,6 +77,8 @@ def set_counter(pop: Population, params: Any) -> dict[str, Any]:
     value = p.get("value")
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise RequestError(f"must be a finite number, got {value!r}", field="value")
+    if abs(value) > MAX_ABS_VALUE:  # the telegram builder refuses it: every window would fail
+        raise RequestError(f"must be within +-{MAX_ABS_VALUE:g}, got {value!r}", field="value")
     backwards = p.get("allow_backwards", False)
     if not isinstance(backwards, bool):
         raise RequestError("must be true or false", field="allow_backwards")
