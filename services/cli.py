@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "supervisor": ("smtestbed.services.supervisor.cli:group", "supervisor settings"),
     "sample": ("smtestbed.services.sample.cli:group", "run the sample service"),
     "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
+    "channel": ("smtestbed.services.channel.cli:group", "run the radio channel"),
     "sensorfarm": (
         "smtestbed.services.sensorfarm.cli:group",
         "simulated meters, wired M-Bus slaves",
