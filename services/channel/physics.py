@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import math
 
-# mode numbers as the sensor farm's RadioMode sends them in the ``mode`` column (0 S1, 1 T1, 2 C1)
-MODE_S1, MODE_T1, MODE_C1 = 0, 1, 2
-MODE_NAMES = ("S1", "T1", "C1")
+from smtestbed.proto.radio import FREQUENCY_HZ as RADIO_FREQUENCY_HZ
+from smtestbed.proto.radio import RadioMode
+
+# mode numbers of the ``mode`` column (proto.radio.RadioMode)
+MODE_S1, MODE_T1, MODE_C1 = int(RadioMode.S1), int(RadioMode.T1), int(RadioMode.C1)
+MODE_NAMES = tuple(m.name for m in RadioMode)
 N_MODES = 3
 
 CHIP_RATE = (32_768.0, 100_000.0, 100_000.0)  # chips/s
@@ -47,9 +50,9 @@ SYNC_CHIPS = (18, 10, 32)
 CHIPS_PER_BYTE = (16, 12, 8)  # Manchester 2 chips/bit, 3-of-6 6 chips/nibble, NRZ 1 chip/bit
 BIT_RATE = tuple(8.0 * c / b for c, b in zip(CHIP_RATE, CHIPS_PER_BYTE, strict=True))  # bit/s
 
-# carrier frequency of each mode, Hz (mirrors the sensor farm's FREQUENCY_HZ); T1 and C1 share
-# 868.95 MHz, so they collide with each other and never with S1 at 868.3 MHz
-FREQUENCY_HZ = (868.3e6, 868.95e6, 868.95e6)
+# carrier frequency of each mode, Hz; T1 and C1 share 868.95 MHz, so they collide with each
+# other and never with S1 at 868.3 MHz
+FREQUENCY_HZ = tuple(RADIO_FREQUENCY_HZ[m] for m in RadioMode)
 CHANNELS = (868.3e6, 868.95e6)
 MODE_CHANNEL = tuple(CHANNELS.index(f) for f in FREQUENCY_HZ)
 

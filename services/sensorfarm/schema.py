@@ -9,6 +9,20 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from smtestbed.proto.radio import DUTY_CYCLE, FREQUENCY_HZ, RadioMode
+
+__all__ = [
+    "COUNTER_COLUMNS",
+    "DEVICE_TYPE",
+    "DUTY_CYCLE",
+    "FREQUENCY_HZ",
+    "N_VALUES",
+    "VALUE_COLUMNS",
+    "Interface",
+    "MeterKind",
+    "RadioMode",
+]
+
 
 class MeterKind(IntEnum):
     """The medium a meter measures."""
@@ -17,14 +31,6 @@ class MeterKind(IntEnum):
     GAS = 1
     WATER = 2
     HEAT = 3
-
-
-class RadioMode(IntEnum):
-    """wM-Bus mode (EN 13757-4) a wireless meter sends in."""
-
-    S1 = 0
-    T1 = 1
-    C1 = 2
 
 
 class Interface(IntEnum):
@@ -68,16 +74,4 @@ COUNTER_COLUMNS: dict[MeterKind, tuple[int, ...]] = {
     MeterKind.GAS: (0,),
     MeterKind.WATER: (0,),
     MeterKind.HEAT: (0, 1),
-}
-
-# frequency (Hz) and duty-cycle limit per hour of each mode (ERC/REC 70-03)
-FREQUENCY_HZ: dict[RadioMode, float] = {
-    RadioMode.S1: 868.3e6,
-    RadioMode.T1: 868.95e6,
-    RadioMode.C1: 868.95e6,
-}
-DUTY_CYCLE: dict[RadioMode, float] = {
-    RadioMode.S1: 0.01,
-    RadioMode.T1: 0.001,
-    RadioMode.C1: 0.001,
 }
