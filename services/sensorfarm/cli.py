@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -70,15 +72,25 @@ def emit(
     """Print COUNT wireless telegrams as hex lines (link-layer CRCs included)."""
     if meters < 1 or count < 0:
         raise ConfigError("--meters must be >= 1 and --count >= 0", key="meters")
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise ConfigError(f"--interval-s must be a number > 0, got {interval_s}", key="interval_s")
     pop = generate(
         meters, seed=seed, mix=parse_mix(mix), security=int(security), interval_s=interval_s
     )
     telegrams = emit_telegrams(pop, count, seed=seed)
+    # files first: a file that cannot be written fails the command before anything is printed
+    _write("keys", lambda: write_keys(pop, keys_file))
+    if sim_file is not None:
+        _write("wmbusmeters", lambda: write_wmbusmeters(pop, telegrams, sim_file))
     for _, frame in telegrams:
         click.echo(frame.hex().upper())
-    write_keys(pop, keys_file)
-    if sim_file is not None:
-        write_wmbusmeters(pop, telegrams, sim_file)
+
+
+def _write(option: str, write: Callable[[], None]) -> None:
+    try:
+        write()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the --{option} file: {exc}", key=option) from exc
 
 
 def write_keys(pop: Population, path: Path) -> None:
