@@ -1,0 +1,595 @@
+"""The gateway's store: one SQLite file per gateway instance, WAL mode.
+
+A reading counts as accepted only after the transaction holding it commits;
+:meth:`Store.commit_readings` writes a whole batch (readings, their values and
+the meters' replay/plausibility state) in one transaction, so a batch is
+either stored completely or not at all.
+
+Durability: the file runs in WAL mode with ``synchronous=FULL``. With WAL,
+``NORMAL`` already survives a killed *process* (a commit is in the WAL file,
+in the OS page cache, when ``COMMIT`` returns), but a power loss or kernel
+crash can lose the last commits. ``FULL`` syncs the WAL at every commit, so
+"a killed gateway loses nothing it acknowledged" also holds when the whole
+machine dies; batching (hundreds of readings per commit) keeps the cost of
+that one fsync per batch small. ``synchronous="NORMAL"`` can be chosen for
+load runs where only process crashes matter.
+
+Readings do not reference the meters table: a meter removed from the
+registry keeps its stored readings (billing and legal metrology need them).
+``reading_values`` references ``readings`` with foreign keys on.
+
+One :class:`Store` object owns a file at a time (it caches the meter state);
+methods may be called from several threads, one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from smtestbed.services._runtime.errors import RequestError, TestbedError
+from smtestbed.services.gateway.schema import MeterEntry, MeterState, Reading, Taf, Value
+
+SCHEMA_VERSION = 1
+CounterKey = tuple[str, str, int, int, int]
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meters (
+    meter TEXT PRIMARY KEY,
+    manufacturer TEXT NOT NULL,
+    key BLOB NOT NULL,
+    security INTEGER NOT NULL,
+    tafs TEXT NOT NULL,
+    consumer TEXT NOT NULL,
+    emt TEXT NOT NULL
+);
+CREATE TABLE readings (
+    id INTEGER PRIMARY KEY,
+    meter TEXT NOT NULL,
+    t_sim REAL NOT NULL,
+    access_number INTEGER NOT NULL,
+    message_counter INTEGER NOT NULL,
+    frame_digest BLOB NOT NULL UNIQUE
+);
+CREATE INDEX readings_meter_time ON readings (meter, t_sim);
+CREATE TABLE reading_values (
+    reading INTEGER NOT NULL REFERENCES readings (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    quantity TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    value REAL NOT NULL,
+    storage_number INTEGER NOT NULL,
+    tariff INTEGER NOT NULL,
+    subunit INTEGER NOT NULL,
+    function TEXT NOT NULL,
+    PRIMARY KEY (reading, position)
+) WITHOUT ROWID;
+CREATE TABLE meter_state (
+    meter TEXT PRIMARY KEY,
+    t_sim REAL NOT NULL,
+    access_number INTEGER NOT NULL,
+    message_counter INTEGER NOT NULL,
+    counters TEXT NOT NULL
+);
+CREATE TABLE emt_queue (
+    id INTEGER PRIMARY KEY,
+    emt TEXT NOT NULL,
+    taf TEXT NOT NULL,
+    meter TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    delivered REAL
+);
+CREATE INDEX emt_queue_pending ON emt_queue (emt, id) WHERE delivered IS NULL;
+"""
+
+_INSERT_READING = "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_VALUE = "INSERT INTO reading_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_STATE = """
+INSERT INTO meter_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter) DO UPDATE SET
+t_sim = excluded.t_sim, access_number = excluded.access_number,
+message_counter = excluded.message_counter, counters = excluded.counters
+"""
+_READINGS = """
+WITH r AS (
+    SELECT * FROM readings WHERE meter = ? AND t_sim >= ? AND t_sim < ?
+    ORDER BY t_sim, id LIMIT ?
+)
+SELECT r.*, v.quantity, v.unit, v.value, v.storage_number, v.tariff, v.subunit, v.function
+FROM r LEFT JOIN reading_values v ON v.reading = r.id ORDER BY r.t_sim, r.id, v.position
+"""
+_SERIES = """
+SELECT r.t_sim, v.value FROM readings r JOIN reading_values v ON v.reading = r.id
+WHERE r.meter = ? AND r.t_sim >= ? AND r.t_sim < ? AND v.quantity = ? AND v.unit = ?
+AND v.storage_number = ? AND v.tariff = ? AND v.subunit = ? AND v.function = ?
+ORDER BY r.t_sim, r.id, v.position
+"""
+_READING_FIELDS = ("meter", "t_sim", "access_number", "message_counter", "frame_digest")
+_VALUE_FIELDS = ("quantity", "unit", "value", "storage_number", "tariff", "subunit", "function")
+_DIGEST_CHUNK = 900  # bound parameters per IN (...) query
+_MAX_INT = 2**63 - 1
+_COUNTER_FUNCTION = "instantaneous"
+
+
+class StoreError(TestbedError):
+    """The store file cannot be opened or written (not a store, newer schema, disk full, closed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedRecord:
+    """A record a tariff use case produced for an EMT, waiting for delivery.
+
+    Attributes:
+        id: queue id (ascending in enqueue order), used to acknowledge it.
+        emt: the market participant that receives it.
+        taf: the tariff use case that produced it.
+        meter: the meter it is about.
+        payload: the record, a JSON value.
+        created: when it was queued, s (caller's clock; wall clock by default).
+    """
+
+    id: int
+    emt: str
+    taf: Taf
+    meter: str
+    payload: Any
+    created: float
+
+
+class Store:
+    """One gateway instance's SQLite file: registry, readings, meter state, EMT queue.
+
+    Args:
+        path: the database file; created with the current schema when missing.
+        synchronous: ``"FULL"`` (default: survives power loss) or ``"NORMAL"``
+            (survives a killed process only); see the module docstring.
+
+    Raises:
+        StoreError: the file is not a store, or has another schema version.
+    """
+
+    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise RequestError("must be FULL or NORMAL", field="synchronous")
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
+        try:
+            self._open(db, synchronous)
+            self._states = _load_states(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"{self.path}: not a gateway store: {exc}") from exc
+        except StoreError:
+            db.close()
+            raise
+        self._db: sqlite3.Connection | None = db
+
+    def _open(self, db: sqlite3.Connection, synchronous: str) -> None:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_schema(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            return
+        row = None
+        if "schema_version" in tables:
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            found = "none" if row is None else row[0]
+            raise StoreError(
+                f"{self.path}: schema version {found}, this gateway needs {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one write transaction; roll it back completely on any error."""
+        with self._lock:
+            db = self._live()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
+
+    def _live(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._db
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._live().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: query failed: {exc}") from exc
+
+    # -- readings ---------------------------------------------------------------------------
+
+    def commit_readings(self, readings: Sequence[Reading]) -> list[int]:
+        """Store a batch of readings in one transaction; return the ids of the new ones.
+
+        A reading whose ``frame_digest`` is already stored (or appears earlier in
+        the batch) is skipped, so each frame is stored exactly once. The ids are
+        ascending in batch order; a caller that needs to know which readings
+        were duplicates uses :meth:`commit_batch`, which answers per reading.
+
+        Raises:
+            RequestError: a reading has a wrong type or value (nothing is stored).
+            StoreError: the transaction failed (nothing is stored).
+        """
+        return [i for i in self.commit_batch(readings) if i is not None]
+
+    def commit_batch(self, readings: Sequence[Reading]) -> list[int | None]:
+        """Store a batch like :meth:`commit_readings`; answer per reading: its id, or None.
+
+        None marks a duplicate (frame digest stored before or earlier in the batch).
+        """
+        rows = [_reading_row(r, i) for i, r in enumerate(readings)]
+        with self._transaction() as db:
+            known = _stored_digests(db, [row[4] for row in rows])
+            next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
+            ids: list[int | None] = []
+            for row in rows:
+                if row[4] in known:
+                    ids.append(None)
+                    continue
+                known.add(row[4])
+                ids.append(next_id)
+                next_id += 1
+            states = self._write(db, readings, rows, ids)
+        self._states.update(states)
+        return ids
+
+    def _write(
+        self,
+        db: sqlite3.Connection,
+        readings: Sequence[Reading],
+        rows: list[tuple[Any, ...]],
+        ids: list[int | None],
+    ) -> dict[str, MeterState]:
+        new = [(i, r, row) for i, r, row in zip(ids, readings, rows, strict=True) if i is not None]
+        db.executemany(_INSERT_READING, [(i, *row) for i, _, row in new])
+        db.executemany(_INSERT_VALUE, _value_rows(new))
+        states: dict[str, MeterState] = {}
+        for _, reading, _ in new:
+            before = states.get(reading.meter) or self._states.get(reading.meter)
+            states[reading.meter] = _next_state(before, reading)
+        db.executemany(_UPSERT_STATE, [_state_row(m, s) for m, s in states.items()])
+        return states
+
+    def state(self, meter: str) -> MeterState | None:
+        """Return the state after the meter's last stored reading, or None if it has none.
+
+        ``counters`` holds, per (quantity, unit, storage_number, tariff, subunit),
+        the latest stored instantaneous value; a key missing from the last frame
+        keeps the value of the frame that had it.
+        """
+        found = self._states.get(meter)
+        if found is None:
+            return None
+        return MeterState(
+            t_sim=found.t_sim,
+            access_number=found.access_number,
+            message_counter=found.message_counter,
+            counters=dict(found.counters),
+        )
+
+    def readings(
+        self, meter: str, t0: float | None = None, t1: float | None = None, limit: int = 10_000
+    ) -> list[tuple[int, Reading]]:
+        """Return up to ``limit`` readings of a meter with ``t0 <= t_sim < t1``, oldest first."""
+        lo, hi = _bounds(t0, t1)
+        out: list[tuple[int, Reading]] = []
+        values: list[Value] = []
+        rows = self._query(_READINGS, (meter, lo, hi, limit))
+        for k, row in enumerate(rows):
+            if row[6] is not None:
+                values.append(Value(**dict(zip(_VALUE_FIELDS, row[6:], strict=True))))
+            if k + 1 == len(rows) or rows[k + 1][0] != row[0]:
+                fields = dict(zip(_READING_FIELDS, row[1:6], strict=True))
+                out.append((row[0], Reading(**fields, values=tuple(values))))
+                values = []
+        return out
+
+    def counter_series(
+        self,
+        meter: str,
+        quantity: str,
+        unit: str,
+        storage_number: int = 0,
+        tariff: int = 0,
+        subunit: int = 0,
+        *,
+        function: str = _COUNTER_FUNCTION,
+        t0: float | None = None,
+        t1: float | None = None,
+    ) -> list[tuple[float, float]]:
+        """Return (t_sim s, value) of one register of a meter, oldest first (``t0 <= t < t1``)."""
+        lo, hi = _bounds(t0, t1)
+        params = (meter, lo, hi, quantity, unit, storage_number, tariff, subunit, function)
+        return [(r[0], r[1]) for r in self._query(_SERIES, params)]
+
+    def count(self) -> int:
+        """Return the number of stored readings."""
+        return int(self._query("SELECT count(*) FROM readings")[0][0])
+
+    def digest(self) -> str:
+        """Return a SHA-256 (hex) over all readings and their values in id order.
+
+        Equal digests mean no stored reading or value was added, lost or changed.
+        """
+        sha = hashlib.sha256()
+        with self._lock:
+            db = self._live()
+            for row in db.execute("SELECT * FROM readings ORDER BY id"):
+                sha.update(repr(row).encode())
+            for row in db.execute("SELECT * FROM reading_values ORDER BY reading, position"):
+                sha.update(repr(row).encode())
+        return sha.hexdigest()
+
+    # -- registry table ---------------------------------------------------------------------
+
+    def put_meter(self, entry: MeterEntry) -> None:
+        """Insert or replace a meter of the registry (validation is the registry's)."""
+        row = (
+            entry.meter,
+            entry.manufacturer,
+            entry.key,
+            entry.security,
+            json.dumps(sorted(t.value for t in entry.tafs)),
+            entry.consumer,
+            entry.emt,
+        )
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meters VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    def delete_meter(self, meter: str) -> bool:
+        """Remove a meter from the registry table (its readings stay); return if it was there."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM meters WHERE meter = ?", (meter,)).rowcount > 0
+
+    def meters(self) -> list[MeterEntry]:
+        """Return every registered meter, by id."""
+        rows = self._query("SELECT * FROM meters ORDER BY meter")
+        return [
+            MeterEntry(
+                meter=r[0],
+                manufacturer=r[1],
+                key=bytes(r[2]),
+                security=r[3],
+                tafs=frozenset(Taf(t) for t in json.loads(r[4])),
+                consumer=r[5],
+                emt=r[6],
+            )
+            for r in rows
+        ]
+
+    # -- EMT queue --------------------------------------------------------------------------
+
+    def enqueue(
+        self, emt: str, taf: Taf, meter: str, payload: Any, *, created: float | None = None
+    ) -> int:
+        """Queue a JSON-serialisable record for an EMT; return its queue id.
+
+        Raises:
+            RequestError: the payload is not JSON-serialisable or a field has a wrong type.
+        """
+        row = _queue_row(emt, taf, meter, payload, time.time() if created is None else created)
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO emt_queue (emt, taf, meter, payload, created) VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cursor.lastrowid or 0)
+
+    def pending(self, emt: str, limit: int = 1000) -> list[QueuedRecord]:
+        """Return up to ``limit`` undelivered records of an EMT, oldest first."""
+        rows = self._query(
+            "SELECT id, emt, taf, meter, payload, created FROM emt_queue "
+            "WHERE emt = ? AND delivered IS NULL ORDER BY id LIMIT ?",
+            (emt, limit),
+        )
+        return [
+            QueuedRecord(
+                id=r[0], emt=r[1], taf=Taf(r[2]), meter=r[3], payload=json.loads(r[4]), created=r[5]
+            )
+            for r in rows
+        ]
+
+    def ack(self, emt: str, ids: Iterable[int]) -> int:
+        """Mark records of an EMT delivered; return how many were pending (others are ignored)."""
+        now = time.time()
+        params = [(now, emt, _integer(i, "ids", _MAX_INT)) for i in ids]
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "UPDATE emt_queue SET delivered = ? WHERE emt = ? AND id = ? AND delivered IS NULL",
+                params,
+            )
+            return db.total_changes - before
+
+    def close(self) -> None:
+        """Close the file (idempotent); later calls raise StoreError."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _load_states(db: sqlite3.Connection) -> dict[str, MeterState]:
+    rows = db.execute("SELECT * FROM meter_state").fetchall()
+    return {
+        r[0]: MeterState(
+            t_sim=r[1],
+            access_number=r[2],
+            message_counter=r[3],
+            counters=_counters_from_json(r[4]),
+        )
+        for r in rows
+    }
+
+
+def _bounds(t0: float | None, t1: float | None) -> tuple[float, float]:
+    return (-float("inf") if t0 is None else t0, float("inf") if t1 is None else t1)
+
+
+def _stored_digests(db: sqlite3.Connection, digests: list[bytes]) -> set[bytes]:
+    found: set[bytes] = set()
+    for k in range(0, len(digests), _DIGEST_CHUNK):
+        chunk = digests[k : k + _DIGEST_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT frame_digest FROM readings WHERE frame_digest IN ({marks})"
+        found.update(r[0] for r in db.execute(sql, chunk))
+    return found
+
+
+def _value_rows(new: list[tuple[int, Reading, Any]]) -> Iterator[tuple[Any, ...]]:
+    for rid, reading, _ in new:
+        for pos, v in enumerate(reading.values):
+            yield (
+                rid,
+                pos,
+                v.quantity,
+                v.unit,
+                float(v.value),
+                v.storage_number,
+                v.tariff,
+                v.subunit,
+                v.function,
+            )
+
+
+def _next_state(before: MeterState | None, reading: Reading) -> MeterState:
+    counters = dict(before.counters) if before is not None else {}
+    for v in reading.values:
+        if v.function == _COUNTER_FUNCTION:
+            counters[(v.quantity, v.unit, v.storage_number, v.tariff, v.subunit)] = float(v.value)
+    return MeterState(
+        t_sim=float(reading.t_sim),
+        access_number=reading.access_number,
+        message_counter=reading.message_counter,
+        counters=counters,
+    )
+
+
+def _state_row(meter: str, state: MeterState) -> tuple[Any, ...]:
+    counters = [[*key, value] for key, value in sorted(state.counters.items())]
+    return (meter, state.t_sim, state.access_number, state.message_counter, json.dumps(counters))
+
+
+def _counters_from_json(text: str) -> dict[CounterKey, float]:
+    return {(q, u, int(s), int(t), int(b)): float(v) for q, u, s, t, b, v in json.loads(text)}
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def _reading_row(reading: Any, index: int) -> tuple[Any, ...]:
+    """Check one reading's types and ranges; return its row without id.
+
+    Raises:
+        RequestError: naming the field, e.g. ``readings[3].values[1].value``.
+    """
+    where = f"readings[{index}]"
+    if not isinstance(reading, Reading):
+        raise RequestError(f"expected a Reading, got {type(reading).__name__}", field=where)
+    meter = _text(reading.meter, f"{where}.meter", empty=False)
+    t_sim = _number(reading.t_sim, f"{where}.t_sim")
+    access = _integer(reading.access_number, f"{where}.access_number", 0xFF)
+    counter = _integer(reading.message_counter, f"{where}.message_counter", 0xFFFF_FFFF)
+    digest = reading.frame_digest
+    if not isinstance(digest, bytes) or len(digest) != 32:
+        raise RequestError("must be 32 bytes (SHA-256)", field=f"{where}.frame_digest")
+    if not isinstance(reading.values, tuple):
+        raise RequestError("must be a tuple of Value", field=f"{where}.values")
+    for k, value in enumerate(reading.values):
+        _check_value(value, f"{where}.values[{k}]")
+    return (meter, t_sim, access, counter, bytes(digest))
+
+
+def _check_value(value: Any, where: str) -> None:
+    if not isinstance(value, Value):
+        raise RequestError(f"expected a Value, got {type(value).__name__}", field=where)
+    _text(value.quantity, f"{where}.quantity", empty=False)
+    _text(value.unit, f"{where}.unit")
+    _text(value.function, f"{where}.function", empty=False)
+    _number(value.value, f"{where}.value")
+    for name in ("storage_number", "tariff", "subunit"):
+        _integer(getattr(value, name), f"{where}.{name}", _MAX_INT)
+
+
+def _text(value: Any, field: str, *, empty: bool = True) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        raise RequestError(
+            "must be a non-empty string" if not empty else "must be a string", field=field
+        )
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"must be a number, got {type(value).__name__}", field=field)
+    number = float(value)
+    if number != number or number in (float("inf"), -float("inf")):
+        raise RequestError("must be finite", field=field)
+    return number
+
+
+def _integer(value: Any, field: str, top: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"must be an integer, got {type(value).__name__}", field=field)
+    if not 0 <= value <= top:
+        raise RequestError(f"must be in 0..{top}", field=field)
+    return int(value)
+
+
+def _queue_row(emt: Any, taf: Any, meter: Any, payload: Any, created: Any) -> tuple[Any, ...]:
+    try:
+        text = json.dumps(payload, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"not JSON-serialisable: {exc}", field="payload") from exc
+    try:
+        taf_value = Taf(taf).value
+    except ValueError as exc:
+        raise RequestError(f"unknown tariff use case {taf!r}", field="taf") from exc
+    return (
+        _text(emt, "emt", empty=False),
+        taf_value,
+        _text(meter, "meter", empty=False),
+        text,
+        _number(created, "created"),
+    )
