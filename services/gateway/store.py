@@ -343,6 +343,11 @@ class Store:
         params = (meter, lo, hi, quantity, unit, storage_number, tariff, subunit, function)
         return [(r[0], r[1]) for r in self._query(_SERIES, params)]
 
+    def settings(self) -> dict[str, Any]:
+        """Return journal_mode, synchronous (2 = FULL, 1 = NORMAL) and foreign_keys in force."""
+        names = ("journal_mode", "synchronous", "foreign_keys")
+        return {name: self._query(f"PRAGMA {name}")[0][0] for name in names}
+
     def count(self) -> int:
         """Return the number of stored readings."""
         return int(self._query("SELECT count(*) FROM readings")[0][0])
