@@ -244,6 +244,23 @@ def test_a_stopped_meter_falls_silent_while_the_others_send(farm: RunningFarm) -
     assert len(others) >= 3
 
 
+def test_cutting_a_line_without_wired_meters_is_refused_as_field_line(
+    farm: RunningFarm,
+) -> None:
+    """meter.cut_line on a farm that serves no M-Bus line is a RemoteError naming 'line'."""
+
+    async def scenario() -> RemoteError:
+        async with bus_client(farm.endpoints) as client:
+            with pytest.raises(RemoteError) as info:
+                await client.request("sensorfarm", topics.METER_CUT_LINE, {})
+            return info.value
+
+    error = asyncio.run(scenario())
+    assert error.code == "RequestError"
+    assert str(error).startswith("line: ")
+    assert farm.proc.poll() is None
+
+
 # --- wired meters on M-Bus/TCP ------------------------------------------------------------
 
 meterbus = pytest.importorskip("meterbus", reason="pyMeterBus (test extra) is not installed")
