@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import pairwise
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
 from smtestbed.services.gateway.schema import Taf
@@ -454,17 +454,20 @@ _ENTRY_TYPE: dict[Taf, type] = {
 }
 
 
+def _span_json(start: float, end: float) -> dict[str, Any]:
+    return {"start": start, "start_iso": iso_utc(start), "end": end, "end_iso": iso_utc(end)}
+
+
 def _entry_json(entry: Entry) -> dict[str, Any]:
     match entry:
         case ProfileEntry():
+            status = str(entry.status)
+            value, delta = entry.value_at_end, entry.delta
             return {
-                "start": entry.start,
-                "start_iso": iso_utc(entry.start),
-                "end": entry.end,
-                "end_iso": iso_utc(entry.end),
-                "value": entry.value_at_end,
-                "delta": entry.delta,
-                "status": str(entry.status),
+                **_span_json(entry.start, entry.end),
+                "value": value,
+                "delta": delta,
+                "status": status,
             }
         case BillingValue():
             t, iso = entry.date, iso_utc(entry.date)
@@ -472,13 +475,7 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
         case Readout():
             return {"t": entry.t, "time": iso_utc(entry.t), "value": entry.value}
         case TariffPeriod():
-            return {
-                "start": entry.start,
-                "start_iso": iso_utc(entry.start),
-                "end": entry.end,
-                "end_iso": iso_utc(entry.end),
-                "registers": dict(entry.registers),
-            }
+            return {**_span_json(entry.start, entry.end), "registers": dict(entry.registers)}
 
 
 def taf_payload(taf: Taf, meter: str, entries: Sequence[Entry], *, unit: str) -> dict[str, Any]:
@@ -497,3 +494,48 @@ def taf_payload(taf: Taf, meter: str, entries: Sequence[Entry], *, unit: str) ->
         "unit": unit,
         "values": [_entry_json(entry) for entry in entries],
     }
+
+
+# --- reading the store --------------------------------------------------------------------
+
+
+class SeriesSource(Protocol):
+    """Where counter series come from: the gateway's store (``t0 <= t < t1``, oldest first)."""
+
+    def counter_series(
+        self,
+        meter: str,
+        quantity: str,
+        unit: str,
+        *,
+        t0: float | None = None,
+        t1: float | None = None,
+    ) -> list[tuple[float, float]]: ...
+
+
+def stored_series(
+    source: SeriesSource,
+    meter: str,
+    t0: float,
+    t1: float,
+    *,
+    quantity: str = "energy",
+    unit: str = "Wh",
+    margin_s: float = DAY_S,
+) -> list[tuple[float, float]]:
+    """Read one register of ``meter`` around ``[t0, t1]`` as a series for the functions here.
+
+    The window is widened by ``margin_s`` on both sides so the readings around ``t0``
+    and ``t1`` are there to interpolate from; a meter silent for longer than that
+    leaves those boundaries incomplete. Of readings with the same time stamp the
+    last one stored counts, since a series must strictly increase in time.
+    """
+    series: list[tuple[float, float]] = []
+    for t, value in source.counter_series(
+        meter, quantity, unit, t0=t0 - margin_s, t1=t1 + margin_s
+    ):
+        if series and series[-1][0] == t:
+            series[-1] = (t, value)
+        else:
+            series.append((t, value))
+    return series

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from smtestbed.services._runtime.errors import ConfigError, RequestError
-from smtestbed.services.gateway.schema import Taf
+from smtestbed.services.gateway.schema import Reading, Taf, Value
+from smtestbed.services.gateway.store import Store
 from smtestbed.services.gateway.tariffs import (
     BillingValue,
     IncompleteSeriesError,
@@ -25,6 +28,7 @@ from smtestbed.services.gateway.tariffs import (
     load_profile,
     monthly_dates,
     readout,
+    stored_series,
     taf_payload,
     tariff_registers,
     value_at,
@@ -364,3 +368,58 @@ def test_payload_refuses_entries_of_another_taf() -> None:
     profile = load_profile(HAND, MONDAY, MONDAY + 900)
     with pytest.raises(ValueError, match="BillingValue"):
         taf_payload(Taf.TAF1, "1", profile, unit="Wh")
+
+
+# --- store adapter -------------------------------------------------------------------------
+
+
+def _reading(meter: str, t_sim: float, wh: float, number: int) -> Reading:
+    return Reading(
+        meter=meter,
+        t_sim=t_sim,
+        access_number=number % 256,
+        message_counter=number,
+        frame_digest=hashlib.sha256(f"{meter}/{number}".encode()).digest(),
+        values=(Value(quantity="energy", unit="Wh", value=wh),),
+    )
+
+
+def test_stored_day_gives_a_queued_profile_of_96_intervals(tmp_path: Path) -> None:
+    """Readings committed to a real store yield a 96-interval TAF7 record queued for the EMT."""
+    day = _realistic_day(seed=11)
+    store = Store(tmp_path / "gw.sqlite")
+    try:
+        store.commit_readings([_reading("12345678", t, v, n) for n, (t, v) in enumerate(day)])
+        series = stored_series(store, "12345678", MONDAY, MONDAY + 86_400)
+        profile = load_profile(series, MONDAY, MONDAY + 86_400)
+        store.enqueue(
+            "supplier", Taf.TAF7, "12345678", taf_payload(Taf.TAF7, "12345678", profile, unit="Wh")
+        )
+        (record,) = store.pending("supplier")
+    finally:
+        store.close()
+    values = record.payload["values"]
+    start, end = value_at(day, MONDAY), value_at(day, MONDAY + 86_400)
+    assert start is not None
+    assert end is not None
+    assert series == day
+    assert len(values) == 96
+    assert values[-1]["value"] == end
+    assert sum(v["delta"] for v in values) == end - start
+
+
+def test_stored_readings_at_one_time_keep_the_last(tmp_path: Path) -> None:
+    """Two stored readings with the same time stamp become one series point, the later value."""
+    store = Store(tmp_path / "gw.sqlite")
+    try:
+        store.commit_readings(
+            [
+                _reading("1", MONDAY, 10.0, 1),
+                _reading("1", MONDAY, 11.0, 2),
+                _reading("1", MONDAY + 900, 20.0, 3),
+            ]
+        )
+        series = stored_series(store, "1", MONDAY, MONDAY + 900)
+    finally:
+        store.close()
+    assert series == [(MONDAY, 11.0), (MONDAY + 900, 20.0)]
