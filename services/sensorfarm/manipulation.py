@@ -116,7 +116,7 @@ def set_stopped(pop: Population, params: Any, *, stopped: bool) -> dict[str, Any
 
 
 def corrupt(pop: Population, params: Any) -> dict[str, Any]:
-    """Corrupt the meter's next ``frames`` telegrams (a flipped byte after the CRC)."""
+    """Corrupt the meter's next ``frames`` telegrams (last byte inverted: the last CRC fails)."""
     i = meter_index(pop, params)
     frames = _params(params).get("frames", 1)
     if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= 65535:
