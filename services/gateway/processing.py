@@ -1,0 +1,491 @@
+"""Measurement processing: a received wM-Bus frame in, a reading or a rejection out.
+
+A pure partition: no sockets, no SQLite. The registry and the last accepted state of each
+meter come in as callables; the store commits what comes out. Checks, in this order (the
+first that fails names the :class:`~smtestbed.services.gateway.schema.Reason`):
+
+1. link layer, format A (``L C M(2) A(6) CRC`` then 16-byte blocks + CRC, CRCs MSB first):
+   a block CRC that does not match is ``bad_crc``; a wrong L-field or a cut frame is
+   ``malformed_frame``, as are ELL/AFL/TPL headers that do not parse;
+2. meter ID (8 BCD digits) and manufacturer (FLAG code) in the registry, else
+   ``unknown_meter`` (the caller counts and logs these; they are never stored);
+3. security mode of the TPL configuration field equal to the registry's, else
+   ``security_mismatch``; a mode 5/7 frame must also encrypt at least one block, so a
+   meter registered for mode 5 or 7 never has a plaintext frame accepted; a mode-7 frame
+   without an AFL MAC is ``bad_mac``;
+4. decryption with the registry key: ``wrong_key`` when the plaintext lacks ``2F 2F`` (or the
+   key is unusable), ``bad_mac`` when the mode-7 AFL MAC does not match;
+5. replay: modes 0 and 5 by the access number (:data:`ACC_WINDOW`), mode 7 by the AFL message
+   counter, which must rise strictly: ``replay``;
+6. the data records (CI 0x72/0x7A/0x78 only), ``malformed_record``
+   (:mod:`smtestbed.services.gateway.layouts` says which records become values);
+7. plausibility (:class:`Plausibility`): a value outside its range, a negative counter or a
+   value that is not finite is ``implausible_value``; a counter (energy, volume, mass;
+   storage 0, instantaneous) below the last accepted value is ``counter_backwards``.
+   A negative counter is thus implausible, not backwards.
+
+A reading's time stamp is the caller's (simulation clock); its ``frame_digest`` is the
+SHA-256 of the frame as received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from smtestbed.proto.batch import FrameBatch
+from smtestbed.proto.wmbus import BadMacError, Telegram, decode_telegram
+from smtestbed.proto.wmbus.crc import crc16_span
+from smtestbed.proto.wmbus.fields import ident_text
+from smtestbed.proto.wmbus.link import load_crc_kernel, strip_crcs_a
+from smtestbed.proto.wmbus.security import decrypt_mode5_iv, mode5_iv
+from smtestbed.proto.wmbus.telegram import RECORD_CIS
+from smtestbed.services._runtime.errors import ProtocolError
+from smtestbed.services.gateway.layouts import RecordLayouts
+from smtestbed.services.gateway.schema import (
+    MeterEntry,
+    MeterState,
+    Reading,
+    Reason,
+    Rejection,
+    Value,
+)
+
+ACC_WINDOW = 128
+"""How far ahead (mod 256) a mode 0/5 access number may be: ``1 <= (acc - last) % 256 < 128``.
+
+Meters increment ACC by one per telegram, so a gap of up to 127 is up to 126 telegrams the
+gateway missed; a distance of 128..255 is a telegram from before the last accepted one (an
+old frame replayed) and 0 a repeat of it with other bytes. A meter that goes 128 or more
+telegrams unheard is refused until its ACC comes round; the counter check is what stops an
+old frame replayed after a full wrap.
+"""
+
+Registry = Callable[[str], MeterEntry | None]
+StateLookup = Callable[[str], MeterState | None]
+CounterKey = tuple[str, str, int, int, int]
+
+COUNTER_QUANTITIES = frozenset(
+    f"{base}{suffix}"
+    for base in ("energy", "volume", "mass")
+    for suffix in ("", "_positive", "_negative")
+)
+"""Quantities that only grow (totals), checked for going backwards and for sign."""
+
+DEFAULT_RANGES: Mapping[tuple[str, str], tuple[float, float]] = MappingProxyType(
+    {
+        ("power", "W"): (-1e6, 1e6),
+        ("volume_flow", "m^3/h"): (-1e3, 1e3),
+        ("flow_temperature", "°C"): (-40.0, 200.0),
+        ("return_temperature", "°C"): (-40.0, 200.0),
+        ("external_temperature", "°C"): (-60.0, 80.0),
+        ("temperature_difference", "K"): (-200.0, 200.0),
+    }
+)
+"""Allowed (low, high) per (quantity, unit): household to small-commercial meters."""
+
+_FORMAT_A_HEADER = 12  # L C M(2) A(6) CRC(2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plausibility:
+    """Limits a reading's values must keep.
+
+    Attributes:
+        counters: quantities that must not be negative nor go backwards.
+        ranges: allowed (low, high) per (quantity, unit); quantities not named are not checked.
+    """
+
+    counters: frozenset[str] = COUNTER_QUANTITIES
+    ranges: Mapping[tuple[str, str], tuple[float, float]] = field(
+        default_factory=lambda: dict(DEFAULT_RANGES)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchOutcome:
+    """What one :meth:`Pipeline.process` call produced.
+
+    Attributes:
+        accepted: readings to store, in frame order.
+        rejected: refused frames, in frame order.
+        duplicates: byte-identical copies of a meter's last accepted frame (e.g. heard by two
+            receivers), dropped without a reading or a rejection.
+    """
+
+    accepted: list[Reading]
+    rejected: list[Rejection]
+    duplicates: int = 0
+
+
+class _RefusedError(Exception):
+    """Internal: a check failed; carries what the :class:`Rejection` says."""
+
+    def __init__(self, reason: Reason, message: str, meter: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.meter = meter
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def _unframe(frame: bytes) -> bytes:
+    """Check and strip the format A CRCs.
+
+    Raises:
+        _RefusedError: ``bad_crc`` or ``malformed_frame``, naming the meter when block 1
+            (the link header) carries a valid CRC.
+    """
+    try:
+        return strip_crcs_a(frame)
+    except ProtocolError as exc:
+        reason = Reason.BAD_CRC if exc.reason == "bad_crc" else Reason.MALFORMED_FRAME
+        raise _RefusedError(reason, f"link layer: {exc}", _header_meter(frame)) from exc
+
+
+def _header_meter(frame: bytes) -> str:
+    """Return the link-layer meter ID when block 1 is intact, else ""."""
+    if len(frame) < _FORMAT_A_HEADER:
+        return ""
+    if frame[10] << 8 | frame[11] != crc16_span(frame, 0, 10):
+        return ""
+    return ident_text(int.from_bytes(frame[4:8], "little"))
+
+
+def _headers(plain: bytes, key: bytes | None = None) -> Telegram:
+    """Decode link, ELL, AFL and TPL headers (and with ``key`` open the payload).
+
+    Raises:
+        _RefusedError: ``malformed_frame``, ``wrong_key`` or ``bad_mac``.
+    """
+    try:
+        return decode_telegram(plain, key=key, crcs=False, records=False)
+    except ProtocolError as exc:
+        raise _RefusedError(_reason(exc), f"{exc}") from exc
+
+
+def _reason(exc: ProtocolError) -> Reason:
+    """Map a codec error to a rejection reason (any other key check failure is wrong_key)."""
+    if isinstance(exc, BadMacError):
+        return Reason.BAD_MAC
+    if exc.reason in ("wrong_key", "no_2f2f", "decryption_failed"):
+        return Reason.WRONG_KEY
+    if exc.reason == "bad_crc":  # the ELL payload CRC of an unencrypted ELL
+        return Reason.BAD_CRC
+    return Reason.MALFORMED_FRAME
+
+
+def _entry(telegram: Telegram, registry: Registry) -> tuple[str, MeterEntry]:
+    """Return the meter ID and its registry entry.
+
+    Raises:
+        _RefusedError: ``unknown_meter`` for an ID not registered or another manufacturer.
+    """
+    address = telegram.address
+    meter = address.id_text
+    entry = registry(meter)
+    if entry is None:
+        raise _RefusedError(Reason.UNKNOWN_METER, f"meter {meter} is not registered", meter)
+    if entry.manufacturer != address.manufacturer_code:
+        raise _RefusedError(
+            Reason.UNKNOWN_METER,
+            f"meter {meter} is registered for {entry.manufacturer},"
+            f" frame says {address.manufacturer_code}",
+            meter,
+        )
+    return meter, entry
+
+
+def _check_mode(telegram: Telegram, entry: MeterEntry) -> None:
+    """Raise ``security_mismatch`` unless the frame uses the registered mode for real."""
+    tpl = telegram.tpl
+    mode = telegram.security.mode if tpl is None else tpl.security_mode
+    if mode != entry.security:
+        raise _RefusedError(
+            Reason.SECURITY_MISMATCH,
+            f"frame uses security mode {mode}, meter is registered for mode {entry.security}",
+        )
+    if mode and tpl is not None and tpl.config is not None and not tpl.config.encrypted_blocks:
+        raise _RefusedError(Reason.SECURITY_MISMATCH, f"mode {mode} frame encrypts no block")
+    if mode == 7 and (telegram.afl is None or telegram.afl.mac is None):
+        raise _RefusedError(Reason.BAD_MAC, "mode 7 frame carries no AFL MAC")
+
+
+def _open(telegram: Telegram, plain: bytes, entry: MeterEntry) -> tuple[bytes, int, int]:
+    """Return the plaintext APL, the access number and the message counter (mode 7; else 0).
+
+    Mode 0 and 5 go on from the header decode (mode 5 decrypts with one cached AES context
+    per key); mode 7 and ELL frames decode again with the key (KDF, MAC, CBC in the codec).
+    """
+    tpl = telegram.tpl
+    if tpl is not None and telegram.ell is None and tpl.security_mode in (0, 5):
+        access = tpl.access_number or 0
+        if tpl.security_mode == 0:
+            return telegram.payload, access, 0
+        blocks = 0 if tpl.config is None else tpl.config.encrypted_blocks
+        iv = mode5_iv(telegram.address, access)
+        try:
+            return decrypt_mode5_iv(entry.key, iv, telegram.payload, blocks), access, 0
+        except ProtocolError as exc:
+            raise _RefusedError(_reason(exc), f"{exc}") from exc
+    opened = _headers(plain, entry.key)
+    if opened.application_data is None or opened.tpl is None:
+        raise _RefusedError(Reason.MALFORMED_FRAME, "payload could not be opened")
+    counter = opened.afl.counter if opened.afl is not None else None
+    return opened.application_data, opened.tpl.access_number or 0, counter or 0
+
+
+def _check_fresh(state: MeterState | None, mode: int, access: int, counter: int) -> None:
+    """Raise ``replay`` unless ACC (mode 0/5) or MCR (mode 7) is newer than the state's."""
+    if state is None:
+        return
+    if mode == 7:
+        if counter <= state.message_counter:
+            raise _RefusedError(
+                Reason.REPLAY,
+                f"message counter {counter} is not above the last accepted {state.message_counter}",
+            )
+        return
+    ahead = (access - state.access_number) % 256
+    if ahead == 0:
+        raise _RefusedError(
+            Reason.REPLAY, f"access number {access} repeats the last accepted with other bytes"
+        )
+    if ahead >= ACC_WINDOW:
+        raise _RefusedError(
+            Reason.REPLAY,
+            f"access number {access} is older than the last accepted {state.access_number}",
+        )
+
+
+def _check_values(
+    values: tuple[Value, ...], state: MeterState | None, limits: Plausibility
+) -> None:
+    """Raise ``implausible_value`` or ``counter_backwards`` for a value out of line."""
+    for value in values:
+        number, quantity = value.value, value.quantity
+        bounds = limits.ranges.get((quantity, value.unit))
+        if not math.isfinite(number) or (
+            bounds is not None and not bounds[0] <= number <= bounds[1]
+        ):
+            raise _RefusedError(
+                Reason.IMPLAUSIBLE_VALUE, f"{quantity} {number} {value.unit} is out of range"
+            )
+        if quantity in limits.counters and number < 0:
+            raise _RefusedError(
+                Reason.IMPLAUSIBLE_VALUE, f"counter {quantity} is negative: {number} {value.unit}"
+            )
+    if state is not None:
+        _check_counters(values, state, limits)
+
+
+def _check_counters(values: tuple[Value, ...], state: MeterState, limits: Plausibility) -> None:
+    for value in values:
+        if (
+            value.quantity not in limits.counters
+            or value.storage_number
+            or value.function != "instantaneous"
+        ):
+            continue
+        key = (value.quantity, value.unit, 0, value.tariff, value.subunit)
+        last = state.counters.get(key)
+        if last is not None and value.value < last:
+            raise _RefusedError(
+                Reason.COUNTER_BACKWARDS,
+                f"{value.quantity} {value.value} {value.unit} is below the last accepted {last}",
+            )
+
+
+# -- frames and batches -------------------------------------------------------------------
+
+LastDigest = Callable[[str], bytes | None]
+
+
+class _Processor:
+    """The checks of one frame against a registry, meter states and limits."""
+
+    __slots__ = ("layouts", "limits", "registry", "state")
+
+    def __init__(
+        self, registry: Registry, state: StateLookup, limits: Plausibility, layouts: RecordLayouts
+    ) -> None:
+        self.registry = registry
+        self.state = state
+        self.limits = limits
+        self.layouts = layouts
+
+    def run(
+        self, frame: bytes, t_sim: float, digest: bytes, last: LastDigest | None
+    ) -> Reading | Rejection | None:
+        """Check one frame; None for a byte-identical copy of the meter's last accepted frame."""
+        meter = ""
+        try:
+            plain = _unframe(frame)
+            telegram = _headers(plain)
+            meter, entry = _entry(telegram, self.registry)
+            if telegram.tpl is None:  # behind an ELL that only the key opens
+                telegram = _headers(plain, entry.key)
+            _check_mode(telegram, entry)
+            if last is not None and last(meter) == digest:
+                return None
+            apl, access, counter = _open(telegram, plain, entry)
+            state = self.state(meter)
+            _check_fresh(state, entry.security, access, counter)
+            values = self._values(telegram, apl)
+            _check_values(values, state, self.limits)
+        except _RefusedError as refused:
+            return Rejection(
+                reason=refused.reason,
+                message=refused.message,
+                meter=refused.meter or meter,
+                t_sim=t_sim,
+            )
+        return Reading(
+            meter=meter,
+            t_sim=t_sim,
+            access_number=access,
+            message_counter=counter,
+            frame_digest=digest,
+            values=values,
+        )
+
+    def _values(self, telegram: Telegram, apl: bytes) -> tuple[Value, ...]:
+        tpl = telegram.tpl
+        if tpl is None or tpl.ci not in RECORD_CIS:
+            ci = "none" if tpl is None else f"0x{tpl.ci:02X}"
+            raise _RefusedError(Reason.MALFORMED_RECORD, f"CI {ci} carries no data records")
+        try:
+            return self.layouts.values(apl)
+        except ProtocolError as exc:
+            raise _RefusedError(Reason.MALFORMED_RECORD, f"{exc}") from exc
+
+
+_SHARED_LAYOUTS = RecordLayouts()
+
+
+def process_frame(
+    frame: bytes,
+    *,
+    t_sim: float,
+    registry: Registry,
+    state: StateLookup,
+    limits: Plausibility,
+) -> Reading | Rejection:
+    """Check one received frame (format A, with CRCs) and return a reading or a rejection.
+
+    Without a memory of accepted frames, a byte-identical copy of the meter's last accepted
+    frame is refused as ``replay`` here; :class:`Pipeline` recognises such copies.
+
+    Args:
+        frame: the frame as received.
+        t_sim: the gateway's time stamp for it (simulation clock), s.
+        registry: the registry entry of a meter ID, None when not registered.
+        state: the state after the meter's last accepted reading, None before the first.
+        limits: the plausibility limits.
+    """
+    data = bytes(frame)
+    digest = hashlib.sha256(data).digest()
+    result = _Processor(registry, state, limits, _SHARED_LAYOUTS).run(data, t_sim, digest, None)
+    if result is None:  # pragma: no cover - only a memory of accepted frames gives None
+        raise AssertionError("a copy was found without a memory of accepted frames")
+    return result
+
+
+def next_state(previous: MeterState | None, reading: Reading) -> MeterState:
+    """Return a meter's state after ``reading`` was accepted on top of ``previous``.
+
+    ``counters`` keeps the last instantaneous value per (quantity, unit, storage number,
+    tariff, subunit); a key the reading lacks keeps its earlier value.
+    """
+    counters = dict(previous.counters) if previous is not None else {}
+    for value in reading.values:
+        if value.function == "instantaneous":
+            key = (value.quantity, value.unit, value.storage_number, value.tariff, value.subunit)
+            counters[key] = value.value
+    return MeterState(
+        t_sim=reading.t_sim,
+        access_number=reading.access_number,
+        message_counter=reading.message_counter,
+        counters=counters,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    state: MeterState
+    digest: bytes
+
+
+class Pipeline:
+    """Measurement processing of frame batches, with the not yet committed readings in view.
+
+    Readings accepted earlier in a batch (or in a batch whose transaction has not committed
+    yet) are an overlay on the store's meter states, so two frames of one meter in one batch
+    are checked against each other. After the store's transaction the caller calls
+    :meth:`commit_done` with the readings it committed, or :meth:`discard` when it failed.
+    """
+
+    def __init__(self, registry: Registry, state: StateLookup, limits: Plausibility) -> None:
+        load_crc_kernel()
+        self._state = state
+        self._pending: dict[str, _Pending] = {}
+        self._committed: dict[str, bytes] = {}
+        self._processor = _Processor(registry, self._current, limits, RecordLayouts())
+
+    def _current(self, meter: str) -> MeterState | None:
+        pending = self._pending.get(meter)
+        return pending.state if pending is not None else self._state(meter)
+
+    def _last_digest(self, meter: str) -> bytes | None:
+        pending = self._pending.get(meter)
+        return pending.digest if pending is not None else self._committed.get(meter)
+
+    def process(self, frames: Iterable[tuple[bytes, float]]) -> BatchOutcome:
+        """Check each (frame, t_sim) in order; accepted readings join the overlay."""
+        accepted: list[Reading] = []
+        rejected: list[Rejection] = []
+        copies = 0
+        run, last, sha256 = self._processor.run, self._last_digest, hashlib.sha256
+        for frame, t_sim in frames:
+            data = bytes(frame)
+            result = run(data, t_sim, sha256(data).digest(), last)
+            if result is None:
+                copies += 1
+            elif isinstance(result, Reading):
+                accepted.append(result)
+                meter = result.meter
+                state = next_state(self._current(meter), result)
+                self._pending[meter] = _Pending(state, result.frame_digest)
+            else:
+                rejected.append(result)
+        return BatchOutcome(accepted=accepted, rejected=rejected, duplicates=copies)
+
+    def commit_done(self, readings: Iterable[Reading]) -> None:
+        """Forget the overlay of readings the store has committed (it now has their state)."""
+        for reading in readings:
+            self._committed[reading.meter] = reading.frame_digest
+            pending = self._pending.get(reading.meter)
+            if pending is not None and pending.digest == reading.frame_digest:
+                del self._pending[reading.meter]
+
+    def discard(self) -> None:
+        """Drop the whole overlay: the store's transaction failed, nothing of it was stored."""
+        self._pending.clear()
+
+
+def received_frames(batch: FrameBatch) -> Iterator[tuple[bytes, float]]:
+    """Yield (frame, t_rx) of a ``sim.received`` batch, t_rx (s) being the receive time.
+
+    Raises:
+        ProtocolError: the batch has no ``t_rx`` column.
+    """
+    times = batch.columns.get("t_rx")
+    if times is None:
+        raise ProtocolError("sim.received batch lacks the t_rx column", reason="batch_column")
+    for index, frame in enumerate(batch):
+        yield bytes(frame), float(times[index])
