@@ -4,7 +4,8 @@
 window's counters. Input columns (one value per frame): ``t_start`` (d, s), ``tx_power_dbm``
 (f), ``x_m`` and ``y_m`` (f, m), ``mode`` (B: 0 S1, 1 T1, 2 C1), ``meter`` (I). Output
 columns (one row per frame and receiver that hears it, ordered by ``t_rx`` then receiver):
-``receiver`` (H, index into the configured receivers), ``t_rx`` (d, s: end of the frame),
+``receiver`` (H, index into the configured receivers, whose names the batch's
+``meta["receivers"]`` lists), ``t_rx`` (d, s: end of the frame),
 ``rssi_dbm`` (f), ``meter`` (I) and ``bit_errors`` (H).
 
 Frames interfere only within one window: a frame still on air when the next window begins
@@ -254,7 +255,8 @@ class ChannelModel:
             "meter": frames.meter[cols],
             "bit_errors": errors,
         }
-        out = FrameBatch.from_buffers(out_off, out_data, dict(batch.meta), columns)
+        meta = {**batch.meta, "receivers": list(self.names)}
+        out = FrameBatch.from_buffers(out_off, out_data, meta, columns)
         return WindowResult(batch=out, counters=self._counters(batch, outcome, rows, errors))
 
     def _power_dbm(self, frames: Frames) -> F8:
