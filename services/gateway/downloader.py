@@ -434,6 +434,10 @@ class Downloader:
         ``current`` is switched with one atomic rename; the old current
         version becomes ``previous``; older versions and leftovers of an
         interrupted install are removed.
+
+        Raises:
+            DownloaderError: ``current`` or ``previous`` is not a link into
+                ``versions/``, or writing failed (the next install cleans up).
         """
         current = self.current_version()
         try:
@@ -471,10 +475,13 @@ class Downloader:
         previous = self.previous_version()
         if previous is None:
             raise DownloaderError(f"{self.root}: no previous version to roll back to")
-        self._switch(CURRENT, previous)
-        (self.root / PREVIOUS).unlink()
-        _fsync_dir(self.root)
-        self._prune(keep={previous})
+        try:
+            self._switch(CURRENT, previous)
+            (self.root / PREVIOUS).unlink()
+            _fsync_dir(self.root)
+            self._prune(keep={previous})
+        except OSError as exc:
+            raise DownloaderError(f"{self.root}: rollback to {previous} failed: {exc}") from exc
         return previous
 
     def _accept(self, bundle: bytes, current: str | None) -> BundleContents:
