@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("smtestbed.services.sample.cli:group", "run the sample service"),
     "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
     "channel": ("smtestbed.services.channel.cli:group", "run the radio channel"),
+    "gateway": ("smtestbed.services.gateway.cli:group", "run smart meter gateway instances"),
     "sensorfarm": (
         "smtestbed.services.sensorfarm.cli:group",
         "simulated meters, wired M-Bus slaves",

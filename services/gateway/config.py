@@ -1,0 +1,29 @@
+"""Gateway service settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smtestbed.services._runtime.config import ServiceConfig, choice, doc
+
+HT_NT = (
+    "Mon-Fri 06:00-22:00 HT",
+    "Mon-Fri 00:00-06:00 NT",
+    "Mon-Fri 22:00-24:00 NT",
+    "Sat,Sun 00:00-24:00 NT",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig(ServiceConfig):
+    """One gateway service hosts many gateway instances (one folder each)."""
+
+    input_endpoint: str = doc("tcp://127.0.0.1:7711", "PULL endpoint (bound) for sim.received")
+    data_dir: str = doc("smtb-data/gateway", "folder holding one sub-folder per instance")
+    instances: tuple[str, ...] = doc(("gw0",), "instance names (the channel's receiver names)")
+    registry_file: str = doc("", "CSV of meters to register at start (management action)")
+    synchronous: str = choice("FULL", "FULL", "NORMAL", help="SQLite sync level of the stores")
+    tariff_every_s: float = doc(900.0, "simulated time between tariff runs, s")
+    tariff_schedule: tuple[str, ...] = doc(HT_NT, "TAF2 rules: 'DAYS HH:MM-HH:MM REGISTER'")
+    billing_day: int = doc(1, "TAF1 billing date: this day of each month, 00:00 UTC")
+    max_batch: int = doc(2000, "frames per store transaction at most")

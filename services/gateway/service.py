@@ -1,0 +1,262 @@
+"""The gateway service: many gateway instances behind one bus connection.
+
+The wireless LMN driver pulls ``sim.received`` batches from the channel and
+hands each instance the frames its receiver heard. An instance processes
+them, stores the accepted readings in one transaction and only then
+announces them (``gateway.frame_accepted``); every rejection is published as
+``gateway.frame_rejected`` and written to the instance's system log. The
+tariff runner queues TAF data for the EMTs as simulated time passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from smtestbed.proto import topics
+from smtestbed.proto.batch import FrameBatch
+from smtestbed.proto.envelope import Envelope
+from smtestbed.services._runtime.bus import BatchPuller
+from smtestbed.services._runtime.errors import ConfigError, RequestError
+from smtestbed.services._runtime.lifecycle import Ready, Service
+from smtestbed.services.gateway import api
+from smtestbed.services.gateway.config import GatewayConfig
+from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
+from smtestbed.services.gateway.processing import received_frames
+from smtestbed.services.gateway.schema import Taf
+from smtestbed.services.gateway.taf_runner import TafRunner
+from smtestbed.services.gateway.tariffs import TariffSchedule
+
+Handler = Callable[[GatewayInstance, dict[str, Any], Envelope], Any]
+
+
+class Gateway(Service):
+    """Gateway instances, their LMN input and their bus API."""
+
+    service: ClassVar[str] = "gateway"
+    config_class: ClassVar[type[GatewayConfig]] = GatewayConfig
+
+    def __init__(self, config: GatewayConfig) -> None:
+        super().__init__(config)
+        names = config.instances
+        if not names or len(set(names)) != len(names):
+            raise ConfigError("must name each instance once", key="gateway.instances")
+        self.cfg = config
+        self.schedule = TariffSchedule.parse(config.tariff_schedule)
+        self.instances: dict[str, GatewayInstance] = {}
+        self.runners: dict[str, TafRunner] = {}
+        self.unrouted = 0
+
+    def open_instances(self) -> None:
+        """Open (or create) every instance's folder, store, keys and logs."""
+        root = Path(self.cfg.data_dir)
+        for name in self.cfg.instances:
+            inst = GatewayInstance(name, root / name, synchronous=self.cfg.synchronous)
+            self.instances[name] = inst
+            self.runners[name] = TafRunner(inst, self.schedule, billing_day=self.cfg.billing_day)
+        if self.cfg.registry_file:
+            self._register_from_file(Path(self.cfg.registry_file))
+
+    def _register_from_file(self, path: Path) -> None:
+        for name, entry in api.load_registry_file(path):
+            inst = self.instances.get(name)
+            if inst is None:
+                raise ConfigError(f"{path}: no instance {name!r}", key="gateway.registry_file")
+            if inst.registry.get(entry.meter) != entry:
+                inst.registry.add(entry, replace=True)
+                inst.manage("meter_added", entry, by="registry_file", t_sim=self.clock.now())
+
+    async def run(self, ready: Ready) -> None:
+        """Open the instances, serve the API and ingest until cancelled."""
+        self.open_instances()
+        puller = BatchPuller(
+            self.bus.ctx, self.cfg.input_endpoint, bind=True, on_reject=self._batch_rejected
+        )
+        try:
+            self._register_api()
+            await self.bus.publisher.wait_connected(2.0)
+            ready.set()
+            await asyncio.gather(self._ingest_forever(puller), self._tariffs_forever())
+        finally:
+            puller.close()
+            for inst in self.instances.values():
+                inst.close()
+
+    async def _ingest_forever(self, puller: BatchPuller) -> None:
+        while True:
+            _env, batch = await puller.recv()
+            self.ingest_batch(batch)
+            await asyncio.sleep(0)
+
+    def ingest_batch(self, batch: FrameBatch) -> dict[str, IngestResult]:
+        """Route a received batch to the instances by receiver and ingest it."""
+        names = batch.meta.get("receivers") or list(self.cfg.instances)
+        receiver = batch.columns.get("receiver")
+        frames = list(received_frames(batch))
+        per: dict[str, list[tuple[bytes, float]]] = {}
+        for i, frame in enumerate(frames):
+            idx = int(receiver[i]) if receiver is not None else 0
+            name = names[idx] if 0 <= idx < len(names) else ""
+            if name in self.instances:
+                per.setdefault(name, []).append(frame)
+            else:
+                self.unrouted += 1
+        return {name: self._ingest(name, rows) for name, rows in per.items()}
+
+    def _ingest(self, name: str, frames: list[tuple[bytes, float]]) -> IngestResult:
+        inst = self.instances[name]
+        result = IngestResult()
+        for start in range(0, len(frames), self.cfg.max_batch):
+            part = inst.ingest(frames[start : start + self.cfg.max_batch])
+            result.accepted += part.accepted
+            result.rejected += part.rejected
+            result.duplicates += part.duplicates
+        self._announce(name, result)
+        return result
+
+    def _announce(self, name: str, result: IngestResult) -> None:
+        if result.accepted:
+            self.bus.publish(
+                topics.GATEWAY_FRAME_ACCEPTED,
+                {
+                    "gateway": name,
+                    "count": len(result.accepted),
+                    "readings": [[r.meter, rid, r.t_sim] for r, rid in result.accepted],
+                },
+            )
+        for rej in result.rejected:
+            self.bus.publish(
+                topics.GATEWAY_FRAME_REJECTED,
+                {
+                    "gateway": name,
+                    "reason": str(rej.reason),
+                    "message": rej.message,
+                    "meter": rej.meter,
+                    "t_sim": rej.t_sim,
+                },
+            )
+
+    def _batch_rejected(self, reason: str, message: str) -> None:
+        self.bus.rejects.report(reason, message, where=f"{self.cfg.instance}/lmn")
+
+    async def _tariffs_forever(self) -> None:
+        while True:
+            await self.clock.sleep(self.cfg.tariff_every_s)
+            for name, runner in self.runners.items():
+                queued = runner.run()
+                if queued:
+                    self.bus.publish(topics.GATEWAY_TAF_DATA, {"gateway": name, "queued": queued})
+
+    def _register_api(self) -> None:
+        handlers: dict[str, Handler] = {
+            topics.GATEWAY_STATUS: self._status,
+            topics.GATEWAY_ADD_METER: self._add_meter,
+            topics.GATEWAY_REMOVE_METER: self._remove_meter,
+            topics.GATEWAY_ASSIGN_TAF: self._assign_taf,
+            topics.GATEWAY_LIST_METERS: lambda i, p, e: [
+                api.entry_map(x) for x in i.registry.all()
+            ],
+            topics.GATEWAY_READINGS: self._readings,
+            topics.GATEWAY_TAF6_READOUT: self._taf6,
+            topics.GATEWAY_EMT_QUEUE: self._emt_queue,
+            topics.GATEWAY_EMT_ACK: self._emt_ack,
+            topics.GATEWAY_READ_LOG: lambda i, p, e: api.read_log(i, p),
+        }
+        for method, handler in handlers.items():
+            self.bus.handle(method, self._wrap(handler))
+
+    def _wrap(self, handler: Handler) -> Any:
+        async def handle(params: Any, env: Envelope) -> Any:
+            p = api.params_map(params)
+            if handler == self._status and "gateway" not in p and len(self.instances) > 1:
+                return {n: i.counters.to_map() for n, i in self.instances.items()}
+            return handler(api.pick(self.instances, p), p, env)
+
+        return handle
+
+    def _status(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        return {
+            **inst.counters.to_map(),
+            "gateway": inst.name,
+            "meters": len(inst.registry),
+            "stored": inst.store.count(),
+            "key": inst.key.fingerprint,
+        }
+
+    def _add_meter(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        entry = inst.registry.add(api.entry_from(p), replace=bool(p.get("replace", False)))
+        inst.manage("meter_added", entry, by=env.src, t_sim=self.clock.now())
+        self.bus.publish(
+            topics.GATEWAY_METER_CHANGED,
+            {"gateway": inst.name, "action": "added", **api.entry_map(entry)},
+        )
+        return api.entry_map(entry)
+
+    def _remove_meter(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        entry = inst.registry.remove(api.text(p, "meter"))
+        inst.manage("meter_removed", entry.meter, by=env.src, t_sim=self.clock.now())
+        self.bus.publish(
+            topics.GATEWAY_METER_CHANGED,
+            {"gateway": inst.name, "action": "removed", "meter": entry.meter},
+        )
+        return api.entry_map(entry)
+
+    def _assign_taf(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        tafs = p.get("tafs")
+        if not isinstance(tafs, list) or not all(isinstance(t, str) for t in tafs):
+            raise RequestError("must be a list of TAF names", field="tafs")
+        entry = inst.registry.assign_tafs(api.text(p, "meter"), tafs)
+        inst.manage("tafs_assigned", entry, by=env.src, t_sim=self.clock.now())
+        return api.entry_map(entry)
+
+    def _readings(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        rows = inst.store.readings(
+            api.text(p, "meter"),
+            api.number(p, "t0", None),
+            api.number(p, "t1", None),
+            limit=api.count(p, "limit", 1000, 100_000),
+        )
+        return [api.reading_map(rid, r) for rid, r in rows]
+
+    def _taf6(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        meter = api.text(p, "meter")
+        entry = inst.registry.get(meter)
+        if entry is None:
+            raise RequestError(f"meter {meter!r} is not registered", field="meter")
+        if Taf.TAF6 not in entry.tafs:
+            raise RequestError(f"meter {meter} has no TAF6 assigned", field="meter")
+        payload = self.runners[inst.name].readout(entry, self.clock.now())
+        if payload is None:
+            raise RequestError(f"meter {meter} has sent no reading yet", field="meter")
+        return payload
+
+    def _emt_queue(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        records = inst.store.pending(api.text(p, "emt"), api.count(p, "limit", 100, 10_000))
+        return [
+            {
+                "id": r.id,
+                "taf": str(r.taf),
+                "meter": r.meter,
+                "payload": r.payload,
+                "created": r.created,
+            }
+            for r in records
+        ]
+
+    def _emt_ack(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        ids = p.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise RequestError("must be a list of queue ids", field="ids")
+        return {"acknowledged": inst.store.ack(api.text(p, "emt"), ids)}
+
+    def counters(self) -> dict[str, int]:
+        """Return the totals over all instances."""
+        out = {"unrouted": self.unrouted}
+        for inst in self.instances.values():
+            c = inst.counters
+            out["frames"] = out.get("frames", 0) + c.frames
+            out["accepted"] = out.get("accepted", 0) + c.accepted
+            out["rejected"] = out.get("rejected", 0) + sum(c.rejected.values())
+        return out
