@@ -21,6 +21,7 @@ from smtestbed.services.gateway.observer import (
     load_private_key,
     sign_manifest,
 )
+from smtestbed.services.gateway.partitions import own_base, own_partitions
 
 PASSWORD_ENV = "SMTB_GATEWAY_KEY_PASSWORD"
 
@@ -75,6 +76,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
 )
 @click.option("--version", "version", required=True, help="firmware version described")
 @click.option(
+    "--gateway-code",
+    is_flag=True,
+    help="add the gateway's own partitions (its installed source files)",
+)
+@click.option(
     "--base",
     type=click.Path(path_type=Path),
     default=None,
@@ -86,13 +92,18 @@ def make_manifest(
     partition_specs: tuple[str, ...],
     configs: tuple[Path, ...],
     version: str,
+    gateway_code: bool,
     base: Path | None,
     key_file: Path,
     out: Path,
 ) -> None:
     """Hash the partitions and configuration files into a signed observer manifest."""
     key = _signing_key(key_file)
-    manifest = build_manifest(parse_partitions(partition_specs), configs, version, base=base)
+    partitions = parse_partitions(partition_specs)
+    if gateway_code:
+        partitions = {**own_partitions(), **partitions}
+        base = base or own_base()
+    manifest = build_manifest(partitions, configs, version, base=base)
     doc = sign_manifest(manifest, key)
     _write_atomically(out, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n")
     files = sum(len(listing) for listing in doc["partitions"].values())

@@ -27,3 +27,8 @@ class GatewayConfig(ServiceConfig):
     tariff_schedule: tuple[str, ...] = doc(HT_NT, "TAF2 rules: 'DAYS HH:MM-HH:MM REGISTER'")
     billing_day: int = doc(1, "TAF1 billing date: this day of each month, 00:00 UTC")
     max_batch: int = doc(2000, "frames per store transaction at most")
+    manifest_file: str = doc("", "signed observer manifest of the partitions (empty: no observer)")
+    manifest_key: str = doc("", "public key (PEM) the manifest must be signed with")
+    observer_interval_s: float = doc(60.0, "wall time between integrity checks, s")
+    manufacturer_key: str = doc("", "public key (PEM) update bundles must be signed with")
+    product_name: str = doc("smtb-gateway", "product name update bundles must carry")

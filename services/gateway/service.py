@@ -21,7 +21,7 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services.gateway import api
+from smtestbed.services.gateway import api, integrity
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
@@ -78,7 +78,9 @@ class Gateway(Service):
             self._register_api()
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
-            await asyncio.gather(self._ingest_forever(puller), self._tariffs_forever())
+            await asyncio.gather(
+                self._ingest_forever(puller), self._tariffs_forever(), self._observe_forever()
+            )
         finally:
             puller.close()
             for inst in self.instances.values():
@@ -149,6 +151,38 @@ class Gateway(Service):
                 if queued:
                     self.bus.publish(topics.GATEWAY_TAF_DATA, {"gateway": name, "queued": queued})
 
+    async def _observe_forever(self) -> None:
+        configs = [Path(self.cfg.registry_file)] if self.cfg.registry_file else []
+        observer = integrity.make_observer(self.cfg, configs)
+        if observer is None:
+            self.log.warning("observer_off", reason="no manifest_file configured")
+            return
+        while True:
+            violations = await asyncio.to_thread(observer.check)
+            bodies = integrity.report_violations(
+                list(self.instances.values()), violations, t_sim=self.clock.now()
+            )
+            for body in bodies:
+                self.log.error("integrity_violation", **body)
+                self.bus.publish(topics.GATEWAY_INTEGRITY_VIOLATION, body)
+            await asyncio.sleep(self.cfg.observer_interval_s)
+
+    def _push_update(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
+        result = integrity.install(
+            self.cfg, inst, p.get("bundle"), by=env.src, t_sim=self.clock.now()
+        )
+        body = {
+            "gateway": inst.name,
+            "accepted": result.accepted,
+            "version": result.version,
+            "previous": result.previous,
+            "reason": str(result.reason) if result.reason else None,
+            "message": result.message,
+        }
+        kind = topics.GATEWAY_UPDATE_INSTALLED if result.accepted else topics.GATEWAY_UPDATE_REFUSED
+        self.bus.publish(kind, body)
+        return body
+
     def _register_api(self) -> None:
         handlers: dict[str, Handler] = {
             topics.GATEWAY_STATUS: self._status,
@@ -163,6 +197,7 @@ class Gateway(Service):
             topics.GATEWAY_EMT_QUEUE: self._emt_queue,
             topics.GATEWAY_EMT_ACK: self._emt_ack,
             topics.GATEWAY_READ_LOG: lambda i, p, e: api.read_log(i, p),
+            topics.GATEWAY_PUSH_UPDATE: self._push_update,
         }
         for method, handler in handlers.items():
             self.bus.handle(method, self._wrap(handler))

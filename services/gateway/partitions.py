@@ -1,0 +1,30 @@
+"""Which source files make up which partition of the gateway (what the observer hashes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+PARTITION_FILES: dict[str, tuple[str, ...]] = {
+    "management": ("registry.py", "api.py"),
+    "measurement": ("processing.py", "instance.py", "schema.py"),
+    "store": ("store.py",),
+    "tariffs": ("tariffs.py", "taf_runner.py"),
+    "logs": ("logs.py", "logchain.py", "keys.py"),
+    "observer": ("observer.py", "partitions.py"),
+    "downloader": ("downloader.py",),
+    "lmn_wireless": ("service.py", "config.py"),
+}
+
+
+def own_partitions() -> dict[str, list[Path]]:
+    """Return the gateway's own partitions as file paths (links resolved to the sources)."""
+    return {
+        name: [(PACKAGE / f).resolve() for f in files] for name, files in PARTITION_FILES.items()
+    }
+
+
+def own_base() -> Path:
+    """Return the folder manifest paths of the own partitions are relative to."""
+    return (PACKAGE / "service.py").resolve().parent
