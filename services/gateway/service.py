@@ -217,7 +217,9 @@ class Gateway(Service):
             "gateway": inst.name,
             "meters": len(inst.registry),
             "stored": inst.store.count(),
+            "store_digest": inst.store.digest(),
             "key": inst.key.fingerprint,
+            "public_key": str(inst.key.public_path),
         }
 
     def _add_meter(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
