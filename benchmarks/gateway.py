@@ -1,0 +1,211 @@
+"""Gateway ingest: accepted frames/s (decrypt + verify + store) against bare loops.
+
+Run: ``.venv/bin/python benchmarks/gateway.py [--frames N] [--instances K]``.
+
+The frames are real mode-5 telegrams from the sensor farm's builder. The gateway
+path is :meth:`GatewayInstance.ingest` (measurement processing, one SQLite
+transaction per batch in WAL mode with ``synchronous=FULL``, signed logs). The
+baselines, run in the same process on the same data: one ``cryptography``
+AES-128-CBC decryption per frame, and a bare ``sqlite3`` insert of the same
+readings and values (same batches, WAL, FULL) without any checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from smtestbed.proto.mbus.header import decode_manufacturer
+from smtestbed.proto.wmbus.link import strip_crcs_a
+from smtestbed.services.gateway.instance import GatewayInstance
+from smtestbed.services.gateway.schema import MeterEntry, Taf
+from smtestbed.services.sensorfarm.population import Population, generate
+from smtestbed.services.sensorfarm.telegrams import build_telegrams
+
+BATCH = 2000
+METERS_PER_GATEWAY = 50
+
+
+def make_frames(pop: Population, rounds: int) -> list[tuple[bytes, float, int]]:
+    """Return (frame, t_sim, meter row) for ``rounds`` telegrams of every meter, in time order."""
+    n = len(pop)
+    out: list[tuple[bytes, float, int]] = []
+    for r in range(rounds):
+        values = pop.values.copy()
+        values[:, 0] += r * 100.0  # counters go up between telegrams
+        offsets, data = build_telegrams(
+            ident=pop.ident,
+            manufacturer=pop.manufacturer,
+            version=pop.version,
+            device_type=pop.device_type,
+            kind=pop.kind,
+            security_mode=pop.security,
+            key=pop.key,
+            access_number=(pop.access_number.astype(np.int64) + r) % 256,
+            counter=pop.message_counter,
+            values=values,
+        )
+        for i in range(n):
+            out.append((bytes(data[offsets[i] : offsets[i + 1]]), 1000.0 + r * 900.0 + i, i))
+    return out
+
+
+def entry(pop: Population, i: int) -> MeterEntry:
+    """Return the registry entry of meter ``i``."""
+    return MeterEntry(
+        meter=f"{int(pop.ident[i]):08d}",
+        manufacturer=decode_manufacturer(int(pop.manufacturer[i])),
+        key=bytes(pop.key[i]),
+        security=int(pop.security[i]),
+        tafs=frozenset({Taf.TAF7}),
+        consumer=f"c{i % 10}",
+        emt="emt-a",
+    )
+
+
+def gateway_rate(
+    pop: Population, frames: list[tuple[bytes, float, int]], root: Path, instances: int
+) -> tuple[float, int]:
+    """Ingest the frames into ``instances`` gateways; return (frames/s, accepted)."""
+    gws = [GatewayInstance(f"gw{k}", root / f"gw{k}") for k in range(instances)]
+    for i in range(len(pop)):
+        gws[i % instances].registry.add(entry(pop, i))
+    per: list[list[tuple[bytes, float]]] = [[] for _ in gws]
+    for frame, t, i in frames:
+        per[i % instances].append((frame, t))
+    accepted = 0
+    start = time.perf_counter()
+    for gw, rows in zip(gws, per, strict=True):
+        for k in range(0, len(rows), BATCH):
+            accepted += len(gw.ingest(rows[k : k + BATCH]).accepted)
+    elapsed = time.perf_counter() - start
+    for gw in gws:
+        gw.close()
+    return accepted / elapsed, accepted
+
+
+def aes_rate(pop: Population, frames: list[tuple[bytes, float, int]]) -> float:
+    """Decrypt each frame's encrypted part with one cryptography call per frame."""
+    jobs = []
+    for frame, _, i in frames:
+        plain = strip_crcs_a(frame)
+        iv = plain[2:10] + bytes([plain[11]]) * 8  # M + A + ACC x 8 (CI 0x7A at 10)
+        jobs.append((bytes(pop.key[i]), iv, plain[15 : 15 + (len(plain) - 15) // 16 * 16]))
+    start = time.perf_counter()
+    for key, iv, data in jobs:
+        d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        d.update(data)
+        d.finalize()
+    return len(jobs) / (time.perf_counter() - start)
+
+
+def sqlite_rate(frames: list[tuple[bytes, float, int]], root: Path, instances: int) -> float:
+    """Insert the same readings and values with bare sqlite3: one file per instance (WAL,
+    FULL), the same batches, no checks."""
+    per: list[list[tuple[bytes, float, int]]] = [[] for _ in range(instances)]
+    for row in frames:
+        per[row[2] % instances].append(row)
+    dbs = [_bare_db(root / f"bare{k}.sqlite") for k in range(instances)]
+    start = time.perf_counter()
+    for db, rows in zip(dbs, per, strict=True):
+        for k in range(0, len(rows), BATCH):
+            _bare_insert(db, rows[k : k + BATCH])
+    elapsed = time.perf_counter() - start
+    for db in dbs:
+        db.close()
+    return len(frames) / elapsed
+
+
+def _bare_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute(
+        "CREATE TABLE r (id INTEGER PRIMARY KEY, meter TEXT, t REAL, acc INT, mc INT, "
+        "digest BLOB UNIQUE)"
+    )
+    db.execute(
+        "CREATE TABLE v (reading INT, pos INT, q TEXT, u TEXT, value REAL, s INT, "
+        "t INT, sub INT, f TEXT, PRIMARY KEY (reading, pos)) WITHOUT ROWID"
+    )
+    return db
+
+
+def _bare_insert(db: sqlite3.Connection, rows: list[tuple[bytes, float, int]]) -> None:
+    db.execute("BEGIN")
+    cursor = db.executemany(
+        "INSERT INTO r (meter, t, acc, mc, digest) VALUES (?, ?, 0, 0, ?)",
+        [(f"{i:08d}", t, frame[:32]) for frame, t, i in rows],
+    )
+    last = cursor.lastrowid or 0
+    first = last - len(rows) + 1
+    db.executemany(
+        "INSERT INTO v VALUES (?, ?, 'energy', 'Wh', 1.0, 0, 0, 0, 'instantaneous')",
+        [(first + k, p) for k in range(len(rows)) for p in range(3)],
+    )
+    db.execute("COMMIT")
+
+
+def run(frames_total: int = 40_000, instances: int = 1000) -> list[dict[str, Any]]:
+    """Measure one gateway and ``instances`` gateways against the two bare loops."""
+    rows: list[dict[str, Any]] = []
+    cases: list[tuple[str, int, int]] = [
+        ("1 gateway", 1, 500),
+        (f"{instances} gateways", instances, instances * METERS_PER_GATEWAY),
+    ]
+    for label, count, meters in cases:
+        pop = generate(meters, seed=11, security=5, mix={"electricity": 1.0})
+        frames = make_frames(pop, max(1, frames_total // meters))
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            rate, accepted = gateway_rate(pop, frames, root, count)
+            aes = aes_rate(pop, frames)
+            bare = sqlite_rate(frames, root, count)
+        slower = min(aes, bare)
+        rows.append(
+            {
+                "case": f"{label}, {len(frames):,} mode-5 frames ({accepted:,} accepted)",
+                "rate": rate,
+                "aes": aes,
+                "sqlite": bare,
+                "ratio": rate / slower,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=40_000)
+    parser.add_argument("--instances", type=int, default=1000)
+    args = parser.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="gateway ingest (same run; target: >= 0.5 of the slower bare loop)")
+    cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("case", lambda r: str(r["case"])),
+        ("accepted/s", lambda r: f"{r['rate']:,.0f}"),
+        ("bare AES-CBC/s", lambda r: f"{r['aes']:,.0f}"),
+        ("bare SQLite/s", lambda r: f"{r['sqlite']:,.0f}"),
+        ("ratio vs slower", lambda r: f"{r['ratio']:.2f}"),
+    ]
+    for name, _ in cols:
+        table.add_column(name, justify="left" if name == "case" else "right")
+    for row in run(args.frames, args.instances):
+        table.add_row(*(fmt(row) for _, fmt in cols))
+    Console(width=140).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
