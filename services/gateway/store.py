@@ -24,6 +24,7 @@ methods may be called from several threads, one at a time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -117,6 +118,8 @@ _READING_FIELDS = ("meter", "t_sim", "access_number", "message_counter", "frame_
 _VALUE_FIELDS = ("quantity", "unit", "value", "storage_number", "tariff", "subunit", "function")
 _DIGEST_CHUNK = 900  # bound parameters per IN (...) query
 _MAX_INT = 2**63 - 1
+_INF = float("inf")
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 _COUNTER_FUNCTION = "instantaneous"
 
 
@@ -284,10 +287,7 @@ class Store:
         new = [(i, r, row) for i, r, row in zip(ids, readings, rows, strict=True) if i is not None]
         db.executemany(_INSERT_READING, [(i, *row) for i, _, row in new])
         db.executemany(_INSERT_VALUE, _value_rows(new))
-        states: dict[str, MeterState] = {}
-        for _, reading, _ in new:
-            before = states.get(reading.meter) or self._states.get(reading.meter)
-            states[reading.meter] = _next_state(before, reading)
+        states = _next_states(self._states, [r for _, r, _ in new])
         db.executemany(_UPSERT_STATE, [_state_row(m, s) for m, s in states.items()])
         return states
 
@@ -498,22 +498,41 @@ def _value_rows(new: list[tuple[int, Reading, Any]]) -> Iterator[tuple[Any, ...]
             )
 
 
-def _next_state(before: MeterState | None, reading: Reading) -> MeterState:
-    counters = dict(before.counters) if before is not None else {}
-    for v in reading.values:
-        if v.function == _COUNTER_FUNCTION:
-            counters[(v.quantity, v.unit, v.storage_number, v.tariff, v.subunit)] = float(v.value)
-    return MeterState(
-        t_sim=float(reading.t_sim),
-        access_number=reading.access_number,
-        message_counter=reading.message_counter,
-        counters=counters,
-    )
+def _next_states(states: dict[str, MeterState], new: list[Reading]) -> dict[str, MeterState]:
+    """Return the state of every meter in ``new`` after its readings, in batch order."""
+    last: dict[str, Reading] = {}
+    counters: dict[str, dict[CounterKey, float]] = {}
+    for reading in new:
+        meter = reading.meter
+        merged = counters.get(meter)
+        if merged is None:
+            before = states.get(meter)
+            merged = counters[meter] = dict(before.counters) if before is not None else {}
+        for v in reading.values:
+            if v.function == _COUNTER_FUNCTION:
+                merged[(v.quantity, v.unit, v.storage_number, v.tariff, v.subunit)] = float(v.value)
+        last[meter] = reading
+    return {
+        meter: MeterState(
+            t_sim=float(r.t_sim),
+            access_number=r.access_number,
+            message_counter=r.message_counter,
+            counters=counters[meter],
+        )
+        for meter, r in last.items()
+    }
 
 
 def _state_row(meter: str, state: MeterState) -> tuple[Any, ...]:
-    counters = [[*key, value] for key, value in sorted(state.counters.items())]
-    return (meter, state.t_sim, state.access_number, state.message_counter, json.dumps(counters))
+    """Return the meter_state row; counters as JSON [[quantity, unit, sn, tariff, subunit, v]]."""
+    items = ",".join(_key_json(k) + repr(v) + "]" for k, v in state.counters.items())
+    return (meter, state.t_sim, state.access_number, state.message_counter, f"[{items}]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_json(key: CounterKey) -> str:
+    """Return ``[quantity,unit,sn,tariff,subunit,`` (a finite float's repr completes the JSON)."""
+    return _to_json(list(key))[:-1] + ","
 
 
 def _counters_from_json(text: str) -> dict[CounterKey, float]:
@@ -529,6 +548,14 @@ def _reading_row(reading: Any, index: int) -> tuple[Any, ...]:
     Raises:
         RequestError: naming the field, e.g. ``readings[3].values[1].value``.
     """
+    if _plain(reading):
+        return (
+            reading.meter,
+            reading.t_sim,
+            reading.access_number,
+            reading.message_counter,
+            reading.frame_digest,
+        )
     where = f"readings[{index}]"
     if not isinstance(reading, Reading):
         raise RequestError(f"expected a Reading, got {type(reading).__name__}", field=where)
@@ -544,6 +571,44 @@ def _reading_row(reading: Any, index: int) -> tuple[Any, ...]:
     for k, value in enumerate(reading.values):
         _check_value(value, f"{where}.values[{k}]")
     return (meter, t_sim, access, counter, bytes(digest))
+
+
+def _plain(r: Any) -> bool:
+    """Return True for a reading of exactly the usual types within range (the fast path)."""
+    return (
+        type(r) is Reading
+        and type(r.meter) is str
+        and r.meter != ""
+        and type(r.t_sim) is float
+        and -_INF < r.t_sim < _INF
+        and type(r.access_number) is int
+        and 0 <= r.access_number <= 0xFF
+        and type(r.message_counter) is int
+        and 0 <= r.message_counter <= 0xFFFF_FFFF
+        and type(r.frame_digest) is bytes
+        and len(r.frame_digest) == 32
+        and type(r.values) is tuple
+        and all(map(_plain_value, r.values))
+    )
+
+
+def _plain_value(v: Any) -> bool:
+    return (
+        type(v) is Value
+        and type(v.quantity) is str
+        and type(v.unit) is str
+        and type(v.function) is str
+        and v.quantity != ""
+        and v.function != ""
+        and type(v.value) is float
+        and -_INF < v.value < _INF
+        and type(v.storage_number) is int
+        and type(v.tariff) is int
+        and type(v.subunit) is int
+        and 0 <= v.storage_number <= _MAX_INT
+        and 0 <= v.tariff <= _MAX_INT
+        and 0 <= v.subunit <= _MAX_INT
+    )
 
 
 def _check_value(value: Any, where: str) -> None:
