@@ -4,7 +4,8 @@ Run: ``.venv/bin/python benchmarks/gateway_processing.py``. One row per security
 frames/s of :class:`~smtestbed.services.gateway.processing.Pipeline` (CRC, registry, mode,
 decrypt + verify, replay, records, plausibility; batches of ``BATCH`` frames, the store's
 bookkeeping between them not timed) over frames of sensor-farm electricity and heat
-meters (records from the farm's templates).
+meters (records from the farm's templates), in send order, so that a batch holds each meter
+once as a receive window of the channel does.
 
 ``reference`` is a bare ``cryptography`` AES-128-CBC decrypt loop over the same ciphertexts
 (one ``Cipher(...).decryptor()`` per frame; mode 7 with each frame's Kenc derived up front),
@@ -33,8 +34,8 @@ from smtestbed.services.gateway.schema import MeterEntry, MeterState, Reading
 from smtestbed.services.sensorfarm.schema import DEVICE_TYPE, MeterKind
 from smtestbed.services.sensorfarm.templates import records_for
 
-METERS = 64
-TELEGRAMS = 32  # per meter, access numbers 1..TELEGRAMS
+METERS = 512
+TELEGRAMS = 8  # per meter, access numbers 1..TELEGRAMS; a batch holds each meter once
 BATCH = 256
 ROUNDS = 5
 MANUFACTURER = 0x15A8  # EMH
