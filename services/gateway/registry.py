@@ -1,6 +1,7 @@
 """The meter registry: which meters belong to a gateway, their keys, TAFs, consumer and EMT.
 
-Backed by the store's ``meters`` table and mirrored in a dict, because
+Backed by the ``meters`` table of the store's file (written through
+:meth:`Store.transaction`) and mirrored in a dict, because
 measurement processing looks a meter up for every frame. Every change is
 validated first, written to the store, and only then applied to the dict, so
 a refused or failed change leaves both as they were.
@@ -9,8 +10,10 @@ a refused or failed change leaves both as they were.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from smtestbed.services._runtime.errors import RequestError
 from smtestbed.services.gateway.schema import MeterEntry, Taf
@@ -20,6 +23,7 @@ _METER = re.compile(r"[0-9]{8}")
 _MANUFACTURER = re.compile(r"[A-Z]{3}")
 _KEY_BYTES = 16
 _SECURITY_MODES = (0, 5, 7)
+_UPSERT = "INSERT OR REPLACE INTO meters VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class Registry:
@@ -31,7 +35,8 @@ class Registry:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._meters = {entry.meter: entry for entry in store.meters()}
+        rows = store.query("SELECT * FROM meters ORDER BY meter")
+        self._meters = {r[0]: _entry(r) for r in rows}
 
     def get(self, meter: str) -> MeterEntry | None:
         """Return the entry of a meter, or None if it does not belong to this gateway."""
@@ -56,7 +61,7 @@ class Registry:
         checked = validate(entry)
         if checked.meter in self._meters and not replace:
             raise RequestError(f"meter {checked.meter} is already registered", field="meter")
-        self._store.put_meter(checked)
+        self._put(checked)
         self._meters[checked.meter] = checked
         return checked
 
@@ -67,7 +72,8 @@ class Registry:
             RequestError: the meter is not registered.
         """
         entry = self._known(meter)
-        self._store.delete_meter(meter)
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM meters WHERE meter = ?", (meter,))
         del self._meters[meter]
         return entry
 
@@ -78,15 +84,35 @@ class Registry:
             RequestError: the meter is not registered or a TAF is unknown.
         """
         entry = dataclasses.replace(self._known(meter), tafs=_tafs(tafs))
-        self._store.put_meter(entry)
+        self._put(entry)
         self._meters[meter] = entry
         return entry
+
+    def _put(self, entry: MeterEntry) -> None:
+        tafs = json.dumps(sorted(t.value for t in entry.tafs))
+        row = (entry.meter, entry.manufacturer, entry.key, entry.security, tafs)
+        with self._store.transaction() as db:
+            db.execute(_UPSERT, (*row, entry.consumer, entry.emt))
 
     def _known(self, meter: str) -> MeterEntry:
         entry = self._meters.get(meter)
         if entry is None:
             raise RequestError(f"meter {meter!r} is not registered", field="meter")
         return entry
+
+
+def _entry(row: Any) -> MeterEntry:
+    """Return the entry of a ``meters`` row (meter, manufacturer, key, security, tafs JSON, ...)."""
+    tafs = frozenset(Taf(t) for t in json.loads(row[4]))
+    return MeterEntry(
+        meter=row[0],
+        manufacturer=row[1],
+        key=bytes(row[2]),
+        security=row[3],
+        tafs=tafs,
+        consumer=row[5],
+        emt=row[6],
+    )
 
 
 def validate(entry: object) -> MeterEntry:

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smtestbed.services._runtime.errors import RequestError, TestbedError
-from smtestbed.services.gateway.schema import MeterEntry, MeterState, Reading, Taf, Value
+from smtestbed.services.gateway.schema import MeterState, Reading, Taf, Value
+from smtestbed.services.gateway.store_checks import MAX_INT, check, queue_row, reading_row
 
 SCHEMA_VERSION = 1
 CounterKey = tuple[str, str, int, int, int]
@@ -117,8 +118,6 @@ ORDER BY r.t_sim, r.id, v.position
 _READING_FIELDS = ("meter", "t_sim", "access_number", "message_counter", "frame_digest")
 _VALUE_FIELDS = ("quantity", "unit", "value", "storage_number", "tariff", "subunit", "function")
 _DIGEST_CHUNK = 900  # bound parameters per IN (...) query
-_MAX_INT = 2**63 - 1
-_INF = float("inf")
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 _COUNTER_FUNCTION = "instantaneous"
 
@@ -211,8 +210,14 @@ class Store:
             )
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the block in one write transaction; roll it back completely on any error."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one write transaction; roll it back completely on any error.
+
+        For partitions that keep a table in this file (the registry's ``meters``).
+
+        Raises:
+            StoreError: SQLite refused a statement or the commit (nothing is kept).
+        """
         with self._lock:
             db = self._live()
             try:
@@ -233,7 +238,8 @@ class Store:
             raise StoreError(f"{self.path}: store is closed")
         return self._db
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Return all rows of one read statement; SQLite errors raise StoreError."""
         with self._lock:
             try:
                 return self._live().execute(sql, params).fetchall()
@@ -261,8 +267,8 @@ class Store:
 
         None marks a duplicate (frame digest stored before or earlier in the batch).
         """
-        rows = [_reading_row(r, i) for i, r in enumerate(readings)]
-        with self._transaction() as db:
+        rows = [reading_row(r, i) for i, r in enumerate(readings)]
+        with self.transaction() as db:
             known = _stored_digests(db, [row[4] for row in rows])
             next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
             ids: list[int | None] = []
@@ -315,7 +321,7 @@ class Store:
         lo, hi = _bounds(t0, t1)
         out: list[tuple[int, Reading]] = []
         values: list[Value] = []
-        rows = self._query(_READINGS, (meter, lo, hi, limit))
+        rows = self.query(_READINGS, (meter, lo, hi, limit))
         for k, row in enumerate(rows):
             if row[6] is not None:
                 values.append(Value(**dict(zip(_VALUE_FIELDS, row[6:], strict=True))))
@@ -341,16 +347,16 @@ class Store:
         """Return (t_sim s, value) of one register of a meter, oldest first (``t0 <= t < t1``)."""
         lo, hi = _bounds(t0, t1)
         params = (meter, lo, hi, quantity, unit, storage_number, tariff, subunit, function)
-        return [(r[0], r[1]) for r in self._query(_SERIES, params)]
+        return [(r[0], r[1]) for r in self.query(_SERIES, params)]
 
     def settings(self) -> dict[str, Any]:
         """Return journal_mode, synchronous (2 = FULL, 1 = NORMAL) and foreign_keys in force."""
         names = ("journal_mode", "synchronous", "foreign_keys")
-        return {name: self._query(f"PRAGMA {name}")[0][0] for name in names}
+        return {name: self.query(f"PRAGMA {name}")[0][0] for name in names}
 
     def count(self) -> int:
         """Return the number of stored readings."""
-        return int(self._query("SELECT count(*) FROM readings")[0][0])
+        return int(self.query("SELECT count(*) FROM readings")[0][0])
 
     def digest(self) -> str:
         """Return a SHA-256 (hex) over all readings and their values in id order.
@@ -366,43 +372,6 @@ class Store:
                 sha.update(repr(row).encode())
         return sha.hexdigest()
 
-    # -- registry table ---------------------------------------------------------------------
-
-    def put_meter(self, entry: MeterEntry) -> None:
-        """Insert or replace a meter of the registry (validation is the registry's)."""
-        row = (
-            entry.meter,
-            entry.manufacturer,
-            entry.key,
-            entry.security,
-            json.dumps(sorted(t.value for t in entry.tafs)),
-            entry.consumer,
-            entry.emt,
-        )
-        with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meters VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-
-    def delete_meter(self, meter: str) -> bool:
-        """Remove a meter from the registry table (its readings stay); return if it was there."""
-        with self._transaction() as db:
-            return db.execute("DELETE FROM meters WHERE meter = ?", (meter,)).rowcount > 0
-
-    def meters(self) -> list[MeterEntry]:
-        """Return every registered meter, by id."""
-        rows = self._query("SELECT * FROM meters ORDER BY meter")
-        return [
-            MeterEntry(
-                meter=r[0],
-                manufacturer=r[1],
-                key=bytes(r[2]),
-                security=r[3],
-                tafs=frozenset(Taf(t) for t in json.loads(r[4])),
-                consumer=r[5],
-                emt=r[6],
-            )
-            for r in rows
-        ]
-
     # -- EMT queue --------------------------------------------------------------------------
 
     def enqueue(
@@ -413,8 +382,8 @@ class Store:
         Raises:
             RequestError: the payload is not JSON-serialisable or a field has a wrong type.
         """
-        row = _queue_row(emt, taf, meter, payload, time.time() if created is None else created)
-        with self._transaction() as db:
+        row = queue_row(emt, taf, meter, payload, time.time() if created is None else created)
+        with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO emt_queue (emt, taf, meter, payload, created) VALUES (?, ?, ?, ?, ?)",
                 row,
@@ -423,7 +392,7 @@ class Store:
 
     def pending(self, emt: str, limit: int = 1000) -> list[QueuedRecord]:
         """Return up to ``limit`` undelivered records of an EMT, oldest first."""
-        rows = self._query(
+        rows = self.query(
             "SELECT id, emt, taf, meter, payload, created FROM emt_queue "
             "WHERE emt = ? AND delivered IS NULL ORDER BY id LIMIT ?",
             (emt, limit),
@@ -438,8 +407,8 @@ class Store:
     def ack(self, emt: str, ids: Iterable[int]) -> int:
         """Mark records of an EMT delivered; return how many were pending (others are ignored)."""
         now = time.time()
-        params = [(now, emt, _integer(i, "ids", _MAX_INT)) for i in ids]
-        with self._transaction() as db:
+        params = [(now, emt, check(i, MAX_INT, "ids")) for i in ids]
+        with self.transaction() as db:
             before = db.total_changes
             db.executemany(
                 "UPDATE emt_queue SET delivered = ? WHERE emt = ? AND id = ? AND delivered IS NULL",
@@ -457,14 +426,15 @@ class Store:
 
 def _load_states(db: sqlite3.Connection) -> dict[str, MeterState]:
     rows = db.execute("SELECT * FROM meter_state").fetchall()
+    return {r[0]: MeterState(**_state_fields(r)) for r in rows}
+
+
+def _state_fields(r: Any) -> dict[str, Any]:
     return {
-        r[0]: MeterState(
-            t_sim=r[1],
-            access_number=r[2],
-            message_counter=r[3],
-            counters=_counters_from_json(r[4]),
-        )
-        for r in rows
+        "t_sim": r[1],
+        "access_number": r[2],
+        "message_counter": r[3],
+        "counters": _counters_from_json(r[4]),
     }
 
 
@@ -485,17 +455,11 @@ def _stored_digests(db: sqlite3.Connection, digests: list[bytes]) -> set[bytes]:
 def _value_rows(new: list[tuple[int, Reading, Any]]) -> Iterator[tuple[Any, ...]]:
     for rid, reading, _ in new:
         for pos, v in enumerate(reading.values):
-            yield (
-                rid,
-                pos,
-                v.quantity,
-                v.unit,
-                float(v.value),
-                v.storage_number,
-                v.tariff,
-                v.subunit,
-                v.function,
-            )
+            yield (rid, pos, v.quantity, v.unit, float(v.value), *_value_key_tail(v))
+
+
+def _value_key_tail(v: Value) -> tuple[int, int, int, str]:
+    return (v.storage_number, v.tariff, v.subunit, v.function)
 
 
 def _next_states(states: dict[str, MeterState], new: list[Reading]) -> dict[str, MeterState]:
@@ -537,129 +501,3 @@ def _key_json(key: CounterKey) -> str:
 
 def _counters_from_json(text: str) -> dict[CounterKey, float]:
     return {(q, u, int(s), int(t), int(b)): float(v) for q, u, s, t, b, v in json.loads(text)}
-
-
-# -- validation ---------------------------------------------------------------------------
-
-
-def _reading_row(reading: Any, index: int) -> tuple[Any, ...]:
-    """Check one reading's types and ranges; return its row without id.
-
-    Raises:
-        RequestError: naming the field, e.g. ``readings[3].values[1].value``.
-    """
-    if _plain(reading):
-        return (
-            reading.meter,
-            reading.t_sim,
-            reading.access_number,
-            reading.message_counter,
-            reading.frame_digest,
-        )
-    where = f"readings[{index}]"
-    if not isinstance(reading, Reading):
-        raise RequestError(f"expected a Reading, got {type(reading).__name__}", field=where)
-    meter = _text(reading.meter, f"{where}.meter", empty=False)
-    t_sim = _number(reading.t_sim, f"{where}.t_sim")
-    access = _integer(reading.access_number, f"{where}.access_number", 0xFF)
-    counter = _integer(reading.message_counter, f"{where}.message_counter", 0xFFFF_FFFF)
-    digest = reading.frame_digest
-    if not isinstance(digest, bytes) or len(digest) != 32:
-        raise RequestError("must be 32 bytes (SHA-256)", field=f"{where}.frame_digest")
-    if not isinstance(reading.values, tuple):
-        raise RequestError("must be a tuple of Value", field=f"{where}.values")
-    for k, value in enumerate(reading.values):
-        _check_value(value, f"{where}.values[{k}]")
-    return (meter, t_sim, access, counter, bytes(digest))
-
-
-def _plain(r: Any) -> bool:
-    """Return True for a reading of exactly the usual types within range (the fast path)."""
-    return (
-        type(r) is Reading
-        and type(r.meter) is str
-        and r.meter != ""
-        and type(r.t_sim) is float
-        and -_INF < r.t_sim < _INF
-        and type(r.access_number) is int
-        and 0 <= r.access_number <= 0xFF
-        and type(r.message_counter) is int
-        and 0 <= r.message_counter <= 0xFFFF_FFFF
-        and type(r.frame_digest) is bytes
-        and len(r.frame_digest) == 32
-        and type(r.values) is tuple
-        and all(map(_plain_value, r.values))
-    )
-
-
-def _plain_value(v: Any) -> bool:
-    return (
-        type(v) is Value
-        and type(v.quantity) is str
-        and type(v.unit) is str
-        and type(v.function) is str
-        and v.quantity != ""
-        and v.function != ""
-        and type(v.value) is float
-        and -_INF < v.value < _INF
-        and type(v.storage_number) is int
-        and type(v.tariff) is int
-        and type(v.subunit) is int
-        and 0 <= v.storage_number <= _MAX_INT
-        and 0 <= v.tariff <= _MAX_INT
-        and 0 <= v.subunit <= _MAX_INT
-    )
-
-
-def _check_value(value: Any, where: str) -> None:
-    if not isinstance(value, Value):
-        raise RequestError(f"expected a Value, got {type(value).__name__}", field=where)
-    _text(value.quantity, f"{where}.quantity", empty=False)
-    _text(value.unit, f"{where}.unit")
-    _text(value.function, f"{where}.function", empty=False)
-    _number(value.value, f"{where}.value")
-    for name in ("storage_number", "tariff", "subunit"):
-        _integer(getattr(value, name), f"{where}.{name}", _MAX_INT)
-
-
-def _text(value: Any, field: str, *, empty: bool = True) -> str:
-    if not isinstance(value, str) or (not empty and not value):
-        raise RequestError(
-            "must be a non-empty string" if not empty else "must be a string", field=field
-        )
-    return value
-
-
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"must be a number, got {type(value).__name__}", field=field)
-    number = float(value)
-    if number != number or number in (float("inf"), -float("inf")):
-        raise RequestError("must be finite", field=field)
-    return number
-
-
-def _integer(value: Any, field: str, top: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"must be an integer, got {type(value).__name__}", field=field)
-    if not 0 <= value <= top:
-        raise RequestError(f"must be in 0..{top}", field=field)
-    return int(value)
-
-
-def _queue_row(emt: Any, taf: Any, meter: Any, payload: Any, created: Any) -> tuple[Any, ...]:
-    try:
-        text = json.dumps(payload, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise RequestError(f"not JSON-serialisable: {exc}", field="payload") from exc
-    try:
-        taf_value = Taf(taf).value
-    except ValueError as exc:
-        raise RequestError(f"unknown tariff use case {taf!r}", field="taf") from exc
-    return (
-        _text(emt, "emt", empty=False),
-        taf_value,
-        _text(meter, "meter", empty=False),
-        text,
-        _number(created, "created"),
-    )

@@ -84,7 +84,7 @@ def test_invalid_entry_is_refused_naming_the_field(
         registry.add(entry(**change))
     assert caught.value.field == field
     assert registry.all() == []
-    assert store.meters() == []
+    assert Registry(store).all() == []
 
 
 def test_taf_names_are_normalised(store: Store) -> None:
@@ -92,7 +92,7 @@ def test_taf_names_are_normalised(store: Store) -> None:
     registry = Registry(store)
     added = registry.add(entry(tafs=frozenset({"taf2", "taf6"})))
     assert added.tafs == frozenset({Taf.TAF2, Taf.TAF6})
-    assert all(isinstance(t, Taf) for t in store.meters()[0].tafs)
+    assert all(isinstance(t, Taf) for t in Registry(store).all()[0].tafs)
 
 
 def test_second_add_is_refused_unless_replacing(store: Store) -> None:
@@ -105,7 +105,7 @@ def test_second_add_is_refused_unless_replacing(store: Store) -> None:
     assert registry.get("12345678") == entry()
     registry.add(entry(key=bytes(16)), replace=True)
     assert registry.get("12345678") == entry(key=bytes(16))
-    assert store.meters() == [entry(key=bytes(16))]
+    assert Registry(store).all() == [entry(key=bytes(16))]
 
 
 def test_removed_meter_is_gone_but_its_readings_stay(store: Store) -> None:
@@ -122,7 +122,7 @@ def test_removed_meter_is_gone_but_its_readings_stay(store: Store) -> None:
     )
     assert registry.remove("12345678") == entry()
     assert registry.get("12345678") is None
-    assert store.meters() == []
+    assert Registry(store).all() == []
     assert [r.frame_digest for _, r in store.readings("12345678")] == [digest]
 
 
@@ -143,6 +143,6 @@ def test_assign_tafs_replaces_the_set(store: Store) -> None:
         registry.assign_tafs("12345678", ["taf2", "taf12"])
     assert caught.value.field == "tafs"
     assert registry.get("12345678") == updated
-    assert store.meters() == [updated]
+    assert Registry(store).all() == [updated]
     with pytest.raises(RequestError, match="not registered"):
         registry.assign_tafs("87654321", [Taf.TAF1])
