@@ -99,6 +99,46 @@ class Frames:
             raise ChannelInputError("column 'tx_power_dbm' is not finite", reason="batch_value")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ordered:
+    """The per-frame columns in start-time order; row ``a`` is batch frame ``batch[a]``."""
+
+    batch: I64
+    t_start: F8
+    end: F8
+    tx_dbm: F4
+    x: F4
+    y: F4
+    mode: U8
+    meter: U32
+
+    @classmethod
+    def of(cls, frames: Frames) -> Ordered:
+        """Sort the frames by start time once, so every later pass reads them in order."""
+        order = time_order(frames.t_start)
+        mode = frames.mode[order]
+        nbytes = (frames.offsets[1:][order] - frames.offsets[:-1][order]).astype(np.int64)
+        t_start = frames.t_start[order]
+        return cls(
+            batch=order,
+            t_start=t_start,
+            end=t_start + airtime(mode, nbytes),
+            tx_dbm=frames.tx_dbm[order],
+            x=frames.x[order],
+            y=frames.y[order],
+            mode=mode,
+            meter=frames.meter[order],
+        )
+
+    def end_order(self) -> I64:
+        """Return the rows ordered by end time, equal ends in batch order."""
+        end = np.empty_like(self.end)
+        end[self.batch] = self.end
+        rank = np.empty_like(self.batch)
+        rank[self.batch] = np.arange(self.batch.size)
+        return rank[time_order(end)]
+
+
 @dataclass(slots=True)
 class ReceiverFault:
     """A fault set on one receiver: extra attenuation, raised noise, or switched off."""
@@ -234,14 +274,14 @@ class ChannelModel:
     def process(self, batch: FrameBatch) -> WindowResult:
         """Run one window; raise ChannelInputError when the batch is malformed."""
         frames = Frames.from_batch(batch)
-        end = frames.t_start + airtime(frames.mode, np.diff(frames.offsets).astype(np.int64))
-        power_dbm = self._power_dbm(frames)
-        outcome, ber = self._fates(frames, end, time_order(frames.t_start), power_dbm)
-        rows, cols = deliveries(outcome, time_order(end))
+        ordered = Ordered.of(frames)
+        power_dbm = self._power_dbm(ordered)
+        outcome, ber = self._fates(ordered, power_dbm)
+        rows, cols = deliveries(outcome, ordered.end_order())
         out_off, out_data, errors = corrupt(
             frames.data,
             frames.offsets,
-            cols,
+            ordered.batch[cols],
             np.ascontiguousarray(ber[rows, cols]),
             meter=frames.meter,
             t_bits=frames.t_start.view(np.uint64),
@@ -250,16 +290,16 @@ class ChannelModel:
         )
         columns = {
             "receiver": rows.astype(np.uint16),
-            "t_rx": np.ascontiguousarray(end[cols]),
+            "t_rx": np.ascontiguousarray(ordered.end[cols]),
             "rssi_dbm": power_dbm[rows, cols].astype(np.float32),
-            "meter": frames.meter[cols],
+            "meter": ordered.meter[cols],
             "bit_errors": errors,
         }
         meta = {**batch.meta, "receivers": list(self.names)}
         out = FrameBatch.from_buffers(out_off, out_data, meta, columns)
         return WindowResult(batch=out, counters=self._counters(batch, outcome, rows, errors))
 
-    def _power_dbm(self, frames: Frames) -> F8:
+    def _power_dbm(self, frames: Ordered) -> F8:
         power = received_power_dbm(
             frames.tx_dbm,
             frames.x,
@@ -277,7 +317,8 @@ class ChannelModel:
             power -= extra[:, None]
         return power
 
-    def _fates(self, frames: Frames, end: F8, order: I64, power_dbm: F8) -> tuple[U8, F8]:
+    def _fates(self, frames: Ordered, power_dbm: F8) -> tuple[U8, F8]:
+        end, order = frames.end, np.arange(frames.t_start.size)
         power_mw = 10.0 ** (power_dbm / 10.0)
         channel = MODE_CHANNEL[frames.mode]
         noise = self.noise_mw()

@@ -20,6 +20,104 @@ OUTCOMES = ("delivered", "lost_to_noise", "collided", "receiver_down")
 
 
 @njit(cache=True)
+def _by_frame(order: I64, power_mw: F8, floor_mw: F8) -> tuple[F8, F8]:
+    """Return (power, heard) frame-major in start order: row ``a`` is frame ``order[a]``.
+
+    A signal under the receiver's floor gets power 0 and heard 0, so it adds exact zeros.
+    """
+    n_rx, n = power_mw.shape
+    power = np.zeros((n, n_rx), dtype=np.float64)
+    heard = np.zeros((n, n_rx), dtype=np.float64)
+    for r in range(n_rx):
+        for a in range(n):
+            p = power_mw[r, order[a]]
+            if p >= floor_mw[r]:
+                power[a, r] = p
+                heard[a, r] = 1.0
+    return power, heard
+
+
+@njit(cache=True)
+def _pair(
+    a: int, b: int, power: F8, heard: F8, direct: F8, count: F8, overlap: bool, echo: F8,
+    gain_ab: float, gain_ba: float,
+) -> None:  # fmt: skip
+    """Add one overlapping pair at every receiver (branch-free over receivers)."""
+    for r in range(power.shape[1]):
+        if overlap:
+            direct[a, r] += power[b, r] * heard[a, r]
+            direct[b, r] += power[a, r] * heard[b, r]
+            both = heard[a, r] * heard[b, r]
+            count[a, r] += both
+            count[b, r] += both
+        if gain_ab > 0.0:
+            echo[b, r] += power[a, r] * gain_ab * heard[b, r]
+        if gain_ba > 0.0:
+            echo[a, r] += power[b, r] * gain_ba * heard[a, r]
+
+
+@njit(cache=True)
+def _pairs(
+    order: I64, start: F8, end: F8, channel: U8, power: F8, heard: F8, delay: F8, gain: F8
+) -> tuple[F8, F8, F8]:
+    """Visit each pair of frames that can overlap once, all receivers at a time."""
+    n, n_rx = power.shape
+    direct = np.zeros((n, n_rx), dtype=np.float64)
+    echo = np.zeros((n, n_rx), dtype=np.float64)
+    count = np.zeros((n, n_rx), dtype=np.float64)
+    reach = delay.max() if delay.size else 0.0
+    for a in range(n):
+        i = order[a]
+        for k in range(delay.size):
+            if start[i] + delay[k] < end[i]:
+                for r in range(n_rx):
+                    echo[a, r] += power[a, r] * gain[k]
+        for b in range(a + 1, n):
+            j = order[b]
+            if start[j] >= end[i] + reach:
+                break
+            if channel[j] != channel[i]:
+                continue
+            for k in range(max(delay.size, 1)):
+                d = delay[k] if delay.size else 0.0
+                g_ab = (
+                    gain[k]
+                    if delay.size and start[i] + d < end[j] and start[j] < end[i] + d
+                    else 0.0
+                )
+                g_ba = gain[k] if delay.size and start[j] + d < end[i] else 0.0
+                _pair(
+                    a,
+                    b,
+                    power,
+                    heard,
+                    direct,
+                    count,
+                    k == 0 and start[j] < end[i],
+                    echo,
+                    g_ab,
+                    g_ba,
+                )
+    return direct, echo, count
+
+
+@njit(cache=True)
+def _by_receiver(order: I64, direct: F8, echo: F8, count: F8) -> tuple[F8, F8, I32]:
+    """Scatter the frame-major sums back to (receivers, n) in batch order."""
+    n, n_rx = direct.shape
+    out_direct = np.empty((n_rx, n), dtype=np.float64)
+    out_echo = np.empty((n_rx, n), dtype=np.float64)
+    overlaps = np.empty((n_rx, n), dtype=np.int32)
+    for r in range(n_rx):
+        for a in range(n):
+            i = order[a]
+            out_direct[r, i] = direct[a, r]
+            out_echo[r, i] = echo[a, r]
+            overlaps[r, i] = np.int32(count[a, r])
+    return out_direct, out_echo, overlaps
+
+
+@njit(cache=True)
 def _sweep(
     order: I64,
     start: F8,
@@ -30,39 +128,9 @@ def _sweep(
     echo_delay: F8,
     echo_gain: F8,
 ) -> tuple[F8, F8, I32]:
-    n_rx, n = power_mw.shape
-    direct = np.zeros((n_rx, n), dtype=np.float64)
-    echo = np.zeros((n_rx, n), dtype=np.float64)
-    overlaps = np.zeros((n_rx, n), dtype=np.int32)
-    reach = echo_delay.max() if echo_delay.size else 0.0
-    for r in range(n_rx):
-        for a in range(n):
-            i = order[a]
-            p_i = power_mw[r, i]
-            if p_i < floor_mw[r]:
-                continue
-            for k in range(echo_delay.size):
-                if start[i] + echo_delay[k] < end[i]:
-                    echo[r, i] += p_i * echo_gain[k]
-            for b in range(a + 1, n):
-                j = order[b]
-                if start[j] >= end[i] + reach:
-                    break
-                p_j = power_mw[r, j]
-                if channel[j] != channel[i] or p_j < floor_mw[r]:
-                    continue
-                if start[j] < end[i]:
-                    direct[r, i] += p_j
-                    direct[r, j] += p_i
-                    overlaps[r, i] += 1
-                    overlaps[r, j] += 1
-                for k in range(echo_delay.size):
-                    d = echo_delay[k]
-                    if start[i] + d < end[j] and start[j] < end[i] + d:
-                        echo[r, j] += p_i * echo_gain[k]
-                    if start[j] + d < end[i]:
-                        echo[r, i] += p_j * echo_gain[k]
-    return direct, echo, overlaps
+    power, heard = _by_frame(order, power_mw, floor_mw)
+    direct, echo, count = _pairs(order, start, end, channel, power, heard, echo_delay, echo_gain)
+    return _by_receiver(order, direct, echo, count)
 
 
 def sweep(
