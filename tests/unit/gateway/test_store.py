@@ -65,6 +65,20 @@ def test_reading_without_values_round_trips(open_store: OpenStore) -> None:
     assert [r for _, r in store.readings("12345678")] == [empty, reading(2)]
 
 
+def test_integer_numbers_are_stored_as_floats(open_store: OpenStore) -> None:
+    """A reading with int t_sim and int values is accepted and read back with floats."""
+    store = open_store()
+    plain = reading(2)
+    ints = dataclasses.replace(
+        plain, t_sim=1800, values=(Value(quantity="energy", unit="Wh", value=2000),)
+    )
+    assert store.commit_batch([]) == []
+    store.commit_readings([ints])
+    ((_, back),) = store.readings("12345678")
+    assert (type(back.t_sim), type(back.values[0].value)) == (float, float)
+    assert back == dataclasses.replace(ints, t_sim=1800.0, values=plain.values[:1])
+
+
 def test_duplicate_frame_digest_is_stored_once(open_store: OpenStore) -> None:
     """A frame seen before or earlier in the batch is skipped: None in commit_batch, no row."""
     store = open_store()
@@ -311,3 +325,26 @@ def test_closed_store_raises_store_error(open_store: OpenStore) -> None:
         store.commit_readings([reading(0)])
     with pytest.raises(StoreError, match="closed"):
         store.readings("12345678")
+
+
+def test_transaction_block_failing_keeps_nothing(open_store: OpenStore) -> None:
+    """Rows written in transaction() before the block raises are rolled back."""
+    store = open_store()
+    row = ("emt-a", "taf7", "12345678", "1", 1.0)
+    sql = "INSERT INTO emt_queue (emt, taf, meter, payload, created) VALUES (?, ?, ?, ?, ?)"
+
+    def late_failure() -> None:
+        with store.transaction() as db:
+            db.execute(sql, row)
+            raise KeyError("late failure")
+
+    def sqlite_failure() -> None:
+        with store.transaction() as db:
+            db.execute(sql, row)
+            db.execute("INSERT INTO nowhere VALUES (1)")
+
+    with pytest.raises(KeyError):
+        late_failure()
+    with pytest.raises(StoreError, match="no such table"):
+        sqlite_failure()
+    assert store.pending("emt-a") == []
