@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from smtestbed.proto.batch import FrameBatch
+from smtestbed.services.sensorfarm.aes import expand_keys
 from smtestbed.services.sensorfarm.kernels import advance_counters, select_transmitters
 from smtestbed.services.sensorfarm.models import airtime_per_meter, window_rates
 from smtestbed.services.sensorfarm.population import Population
+from smtestbed.services.sensorfarm.telegram_rows import build_rows
 from smtestbed.services.sensorfarm.telegrams import build_telegrams
 
 # A corrupted telegram has its last byte inverted: the last block's CRC then fails.
@@ -44,6 +46,9 @@ class Farm:
         self.counters = WindowCounters()
         self.frame_bytes = frame_lengths(pop)
         self.airtime = airtime_per_meter(pop.mode, self.frame_bytes)
+        # 176 bytes per meter; a meter whose key changed (manipulation.set_key, any write to
+        # pop.key) is re-expanded when it next sends, so no caller has to tell the farm
+        self.round_keys = expand_keys(pop.key)
 
     def refresh_airtime(self) -> None:
         """Recompute each meter's telegram air time (after a change of security mode)."""
@@ -56,17 +61,12 @@ class Farm:
         advance_counters(pop, window_rates(t0, t1), self.rng)
         tx = select_transmitters(pop, t0, t1, self.airtime, self.rng)
         m = tx.meter
-        offsets, data = build_telegrams(
-            ident=pop.ident[m],
-            manufacturer=pop.manufacturer[m],
-            version=pop.version[m],
-            device_type=pop.device_type[m],
-            kind=pop.kind[m],
-            security_mode=pop.security[m],
-            key=pop.key[m],
+        offsets, data = build_rows(
+            pop,
+            m,
             access_number=tx.access_number,
             counter=tx.message_counter,
-            values=pop.values[m],
+            round_keys=self.round_keys,
         )
         corrupted = self._corrupt(m, offsets, data)
         self._count(len(m), tx.skipped, corrupted, len(data))

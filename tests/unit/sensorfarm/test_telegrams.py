@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from smtestbed.proto.records import encode_records
 from smtestbed.proto.wmbus import MeterAddress, decode_telegram, encode_telegram, new_telegram
 from smtestbed.services.sensorfarm.aes import expand_keys
 from smtestbed.services.sensorfarm.schema import N_VALUES, MeterKind
+from smtestbed.services.sensorfarm.telegram_rows import build_rows
 from smtestbed.services.sensorfarm.telegrams import build_telegrams
 from smtestbed.services.sensorfarm.templates import (
     RECORD_SPECS,
@@ -256,3 +258,74 @@ def test_round_keys_of_the_wrong_shape_are_rejected(rng: np.random.Generator) ->
     meters = _meters(rng, 2, MeterKind.GAS, 5)
     with pytest.raises(ValueError, match=r"uint32\[2, 44\]"):
         build_telegrams(**meters, round_keys=np.zeros((2, 40), dtype=np.uint32))
+
+
+def _table(rng: np.random.Generator, count: int) -> SimpleNamespace:
+    """Return a meter table (the columns a Population has) of mixed kinds and modes."""
+    parts = [_meters(rng, count, kind, mode) for kind in MeterKind for mode in MODES]
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return SimpleNamespace(
+        ident=cols["ident"].astype(np.uint32),
+        manufacturer=cols["manufacturer"],
+        version=cols["version"],
+        device_type=cols["device_type"],
+        kind=cols["kind"],
+        security=cols["security_mode"],
+        key=cols["key"],
+        values=cols["values"],
+        access_number=cols["access_number"],
+        counter=cols["counter"],
+    )
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_rows_of_a_table_build_the_frames_of_build_telegrams(
+    rng: np.random.Generator, parallel: bool
+) -> None:
+    """build_rows on rows of a table (repeats, any order) equals build_telegrams on their copies."""
+    table = _table(rng, max(2, METERS // 12))
+    rows = rng.integers(0, table.ident.size, 2 * table.ident.size).astype(np.int64)
+    acc, mcr = table.access_number[rows], table.counter[rows]
+    offsets, data = build_rows(
+        table, rows, access_number=acc, counter=mcr, round_keys=expand_keys(table.key),
+        parallel=parallel,
+    )  # fmt: skip
+    want_offsets, want = build_telegrams(
+        ident=table.ident[rows], manufacturer=table.manufacturer[rows],
+        version=table.version[rows], device_type=table.device_type[rows], kind=table.kind[rows],
+        security_mode=table.security[rows], key=table.key[rows], access_number=acc, counter=mcr,
+        values=table.values[rows],
+    )  # fmt: skip
+    assert offsets.tolist() == want_offsets.tolist()
+    assert data.tobytes() == want.tobytes()
+
+
+def test_rows_pick_up_a_changed_key(rng: np.random.Generator) -> None:
+    """After a key changes, the meter's next frame uses it and its round keys are re-expanded."""
+    table = _table(rng, 1)
+    round_keys = expand_keys(table.key)
+    row = int(np.flatnonzero(table.security == 7)[0])
+    table.key[row] ^= 0x5A
+    rows = np.array([row], dtype=np.int64)
+    _, data = build_rows(
+        table, rows, access_number=table.access_number[rows], counter=table.counter[rows],
+        round_keys=round_keys,
+    )  # fmt: skip
+    meters = {k: getattr(table, k)[rows] for k in ("ident", "manufacturer", "version", "kind")}
+    meters |= {"device_type": table.device_type[rows], "security_mode": table.security[rows]}
+    meters |= {"key": table.key[rows], "values": table.values[rows]}
+    meters |= {"access_number": table.access_number[rows], "counter": table.counter[rows]}
+    assert data.tobytes() == _proto_frame(meters, 0)
+    assert round_keys[row].tolist() == expand_keys(table.key[rows])[0].tolist()
+
+
+def test_rows_refuse_a_column_of_another_dtype(rng: np.random.Generator) -> None:
+    """A table whose ident column is int64 is refused with a message naming the column."""
+    table = _table(rng, 1)
+    table.ident = table.ident.astype(np.int64)
+    rows = np.zeros(1, dtype=np.int64)
+    with pytest.raises(ValueError, match="ident must be contiguous uint32"):
+        build_rows(
+            table, rows, access_number=table.access_number[:1], counter=table.counter[:1],
+            round_keys=expand_keys(table.key),
+        )  # fmt: skip
