@@ -200,3 +200,37 @@ def test_time_order_keeps_equal_times_in_index_order() -> None:
     times = np.array([3.0, 1.0, 3.0, 0.5, 1.0, 3.0])
     assert time_order(times).tolist() == [3, 1, 4, 0, 2, 5]
     assert time_order(np.array([2.0, 0.0, 1.0])).tolist() == [1, 2, 0]
+
+
+def _weak_overlap(margin_db: float) -> dict[str, int]:
+    """Counters of a near frame overlapped by one 15 dB under the noise floor (no capture)."""
+    noise_dbm = physics.noise_floor_dbm(physics.NOISE_BANDWIDTH_HZ[1], 6.0)
+    weak_tx = noise_dbm - 15.0 + 31.2 + 20.0  # 15 dB under the noise at 10 m (n = 2)
+    batch = frames_batch([0.0, 0.001], x=[1.0, 10.0], tx_dbm=[0.0, weak_tx])
+    chan = model(
+        seed=1, capture=False, shadowing_sigma_db=0.0, path_loss_exponent=2.0,
+        receivers=(_DEAF_GW,), interference_margin_db=margin_db,
+    )  # fmt: skip
+    counters = chan.process(batch).counters
+    return {k: counters[k] for k in ("delivered", "collided")}
+
+
+def test_signals_under_the_interference_margin_are_cut() -> None:
+    """With a 10 dB margin a signal 15 dB under the noise does not collide; with 20 dB it does."""
+    assert _weak_overlap(10.0) == {"delivered": 2, "collided": 0}
+    assert _weak_overlap(20.0) == {"delivered": 0, "collided": 2}
+
+
+def test_a_large_margin_gives_the_uncut_model() -> None:
+    """With margins of 300 and 900 dB (nothing cut) the busy scene's output is identical."""
+    batch, _n = _busy_batch()
+    first = model(seed=9, interference_margin_db=300.0, **BUSY).process(batch)
+    second = model(seed=9, interference_margin_db=900.0, **BUSY).process(batch)
+    assert _wire(first.batch) == _wire(second.batch)
+    assert first.counters == second.counters
+
+
+def test_a_negative_interference_margin_is_a_config_error() -> None:
+    """interference_margin_db below 0 is refused naming the field."""
+    with pytest.raises(ConfigError, match="interference_margin_db"):
+        scene_from_config(ChannelConfig(interference_margin_db=-1.0))
