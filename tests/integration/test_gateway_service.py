@@ -45,6 +45,7 @@ from tests.integration.gateway_helpers import (
     gw,
     lmn_pusher,
     next_event,
+    received_batch,
     records,
     smtb,
     tree,
@@ -614,3 +615,25 @@ def test_signed_newer_update_installs_and_older_or_badly_signed_ones_change_noth
     assert ("update_installed", "2.0.0", None) in r["log"]
     assert ("update_refused", "1.0.0", "not_newer") in r["log"]
     assert any(k == "update_refused" and why == "bad_signature" for k, _, why in r["log"])
+
+
+# -- malformed LMN input -------------------------------------------------------------------
+
+
+def test_a_received_batch_without_t_rx_is_refused_and_ingest_goes_on(bed: Bed) -> None:
+    """A sim.received batch lacking its t_rx column stores nothing; the next batch is ingested."""
+    meter = "10000006"
+    good = wmbus_frame(meter, access=1, energy=700)
+
+    async def scenario(client: BusClient, pusher: BatchPusher, sub: Subscription) -> Any:
+        await gw(client, topics.GATEWAY_ADD_METER, meter_params(meter))
+        batch = received_batch([good], [T0 - 10.0])
+        del batch.columns["t_rx"]
+        await pusher.send(batch, t_sim=T0, kind=topics.RECEIVED_BATCH)
+        body = await accepted(sub, pusher, good, T0 - 5.0)
+        readings = await gw(client, topics.GATEWAY_READINGS, {"meter": meter})
+        return body, readings
+
+    body, readings = run(bed, scenario)
+    assert [(m, t) for m, _, t in body["readings"]] == [(meter, T0 - 5.0)]
+    assert [(r["t_sim"], r["values"][0]["value"]) for r in readings] == [(T0 - 5.0, 700.0)]
