@@ -19,7 +19,7 @@ from smtestbed.proto import topics
 from smtestbed.proto.batch import FrameBatch
 from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
-from smtestbed.services._runtime.errors import ConfigError, RequestError
+from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.gateway import api, integrity
 from smtestbed.services.gateway.config import GatewayConfig
@@ -89,7 +89,10 @@ class Gateway(Service):
     async def _ingest_forever(self, puller: BatchPuller) -> None:
         while True:
             _env, batch = await puller.recv()
-            self.ingest_batch(batch)
+            try:
+                self.ingest_batch(batch)
+            except ProtocolError as exc:  # a batch without the columns ingest needs
+                self._batch_rejected(exc.reason, str(exc))
             await asyncio.sleep(0)
 
     def ingest_batch(self, batch: FrameBatch) -> dict[str, IngestResult]:
