@@ -8,13 +8,13 @@ PACKAGE = Path(__file__).resolve().parent
 
 PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "management": ("registry.py", "api.py"),
-    "measurement": ("processing.py", "instance.py", "schema.py"),
-    "store": ("store.py",),
+    "measurement": ("processing.py", "layouts.py", "instance.py", "schema.py"),
+    "store": ("store.py", "store_checks.py"),
     "tariffs": ("tariffs.py", "taf_runner.py"),
     "logs": ("logs.py", "logchain.py", "keys.py"),
-    "observer": ("observer.py", "partitions.py"),
+    "observer": ("observer.py", "partitions.py", "integrity.py"),
     "downloader": ("downloader.py",),
-    "lmn_wireless": ("service.py", "config.py"),
+    "lmn_wireless": ("service.py", "config.py", "__init__.py"),
 }
 
 
