@@ -40,8 +40,13 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+# Kernel tests run a second time with the JIT off, so the kernels' Python bodies are
+# exercised (and covered) exactly as Numba compiles them.
+KERNEL_TESTS := tests/unit/sensorfarm tests/unit/channel tests/unit/proto/test_wmbus_speedpath.py
+
 test: install system-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q $(KERNEL_TESTS)
 
 # Starts a broker and two sample services, waits until they answer, then
 # shows the live events for a few seconds and stops everything.
