@@ -17,6 +17,7 @@ from smtestbed.services.channel.kernels import BANDWIDTH_OVER_RATE
 
 DELIVERED, LOST_TO_NOISE, COLLIDED, RECEIVER_DOWN = 0, 1, 2, 3
 OUTCOMES = ("delivered", "lost_to_noise", "collided", "receiver_down")
+BLOCK = 64  # frames per block of the layout changes
 
 
 @njit(cache=True)
@@ -28,32 +29,35 @@ def _by_frame(order: I64, power_mw: F8, floor_mw: F8) -> tuple[F8, F8]:
     n_rx, n = power_mw.shape
     power = np.zeros((n, n_rx), dtype=np.float64)
     heard = np.zeros((n, n_rx), dtype=np.float64)
-    for r in range(n_rx):
-        for a in range(n):
-            p = power_mw[r, order[a]]
-            if p >= floor_mw[r]:
-                power[a, r] = p
-                heard[a, r] = 1.0
+    for lo in range(0, n, BLOCK):  # blocks of rows stay in cache while each receiver fills them
+        for r in range(n_rx):
+            for a in range(lo, min(lo + BLOCK, n)):
+                p = power_mw[r, order[a]]
+                if p >= floor_mw[r]:
+                    power[a, r] = p
+                    heard[a, r] = 1.0
     return power, heard
 
 
 @njit(cache=True)
-def _pair(
-    a: int, b: int, power: F8, heard: F8, direct: F8, count: F8, overlap: bool, echo: F8,
-    gain_ab: float, gain_ba: float,
-) -> None:  # fmt: skip
-    """Add one overlapping pair at every receiver (branch-free over receivers)."""
-    for r in range(power.shape[1]):
-        if overlap:
-            direct[a, r] += power[b, r] * heard[a, r]
-            direct[b, r] += power[a, r] * heard[b, r]
-            both = heard[a, r] * heard[b, r]
-            count[a, r] += both
-            count[b, r] += both
-        if gain_ab > 0.0:
-            echo[b, r] += power[a, r] * gain_ab * heard[b, r]
-        if gain_ba > 0.0:
-            echo[a, r] += power[b, r] * gain_ba * heard[a, r]
+def _add_direct(a: int, b: int, power: F8, heard: F8, direct: F8, count: F8) -> None:
+    """Add the overlap of rows ``a`` and ``b`` at every receiver (branch-free, vectorisable)."""
+    pa, pb, ha, hb = power[a], power[b], heard[a], heard[b]
+    da, db, ca, cb = direct[a], direct[b], count[a], count[b]
+    for r in range(pa.size):
+        da[r] += pb[r] * ha[r]
+        db[r] += pa[r] * hb[r]
+        both = ha[r] * hb[r]
+        ca[r] += both
+        cb[r] += both
+
+
+@njit(cache=True)
+def _add_echo(to: int, of: int, power: F8, heard: F8, echo: F8, gain: float) -> None:
+    """Add row ``of``'s echo (power times ``gain``) to row ``to`` at every receiver."""
+    p, h, e = power[of], heard[to], echo[to]
+    for r in range(p.size):
+        e[r] += p[r] * gain * h[r]
 
 
 @njit(cache=True)
@@ -70,34 +74,21 @@ def _pairs(
         i = order[a]
         for k in range(delay.size):
             if start[i] + delay[k] < end[i]:
-                for r in range(n_rx):
-                    echo[a, r] += power[a, r] * gain[k]
+                _add_echo(a, a, power, heard, echo, gain[k])
         for b in range(a + 1, n):
             j = order[b]
             if start[j] >= end[i] + reach:
                 break
             if channel[j] != channel[i]:
                 continue
-            for k in range(max(delay.size, 1)):
-                d = delay[k] if delay.size else 0.0
-                g_ab = (
-                    gain[k]
-                    if delay.size and start[i] + d < end[j] and start[j] < end[i] + d
-                    else 0.0
-                )
-                g_ba = gain[k] if delay.size and start[j] + d < end[i] else 0.0
-                _pair(
-                    a,
-                    b,
-                    power,
-                    heard,
-                    direct,
-                    count,
-                    k == 0 and start[j] < end[i],
-                    echo,
-                    g_ab,
-                    g_ba,
-                )
+            if start[j] < end[i]:
+                _add_direct(a, b, power, heard, direct, count)
+            for k in range(delay.size):
+                d = delay[k]
+                if start[i] + d < end[j] and start[j] < end[i] + d:
+                    _add_echo(b, a, power, heard, echo, gain[k])
+                if start[j] + d < end[i]:
+                    _add_echo(a, b, power, heard, echo, gain[k])
     return direct, echo, count
 
 
@@ -108,12 +99,13 @@ def _by_receiver(order: I64, direct: F8, echo: F8, count: F8) -> tuple[F8, F8, I
     out_direct = np.empty((n_rx, n), dtype=np.float64)
     out_echo = np.empty((n_rx, n), dtype=np.float64)
     overlaps = np.empty((n_rx, n), dtype=np.int32)
-    for r in range(n_rx):
-        for a in range(n):
-            i = order[a]
-            out_direct[r, i] = direct[a, r]
-            out_echo[r, i] = echo[a, r]
-            overlaps[r, i] = np.int32(count[a, r])
+    for lo in range(0, n, BLOCK):
+        for r in range(n_rx):
+            for a in range(lo, min(lo + BLOCK, n)):
+                i = order[a]
+                out_direct[r, i] = direct[a, r]
+                out_echo[r, i] = echo[a, r]
+                overlaps[r, i] = np.int32(count[a, r])
     return out_direct, out_echo, overlaps
 
 
