@@ -47,6 +47,13 @@ GATEWAY_UPDATE_REFUSED = "gateway.update_refused"
 GATEWAY_METER_CHANGED = "gateway.meter_changed"
 GATEWAY_TAF_DATA = "gateway.taf_data"
 
+# -- events: PKI and WAN -------------------------------------------------------
+CA_CERT_ISSUED = "ca.cert_issued"
+CA_CERT_REVOKED = "ca.cert_revoked"
+CA_CRL_PUBLISHED = "ca.crl_published"
+CA_REQUEST_REFUSED = "ca.request_refused"
+WAN_TLS_REFUSED = "wan.tls_refused"
+
 # -- simulation plane --------------------------------------------------------
 FRAME_BATCH = "sim.frames"
 RECEIVED_BATCH = "sim.received"
@@ -108,6 +115,11 @@ EVENTS: frozenset[str] = frozenset(
         GATEWAY_UPDATE_REFUSED,
         GATEWAY_METER_CHANGED,
         GATEWAY_TAF_DATA,
+        CA_CERT_ISSUED,
+        CA_CERT_REVOKED,
+        CA_CRL_PUBLISHED,
+        CA_REQUEST_REFUSED,
+        WAN_TLS_REFUSED,
         FRAME_BATCH,
         RECEIVED_BATCH,
     }

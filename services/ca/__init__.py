@@ -1,0 +1,1 @@
+"""The smart-metering PKI: root CA, sub-CAs, end-entity certificates, CRLs, LDAP."""
