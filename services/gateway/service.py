@@ -1,7 +1,8 @@
 """The gateway service: many gateway instances behind one bus connection.
 
 The wireless LMN driver pulls ``sim.received`` batches from the channel and
-hands each instance the frames its receiver heard. An instance processes
+hands each instance the frames its receiver heard (with a stepped clock, the
+gateway's time follows the batches' simulation time). An instance processes
 them, stores the accepted readings in one transaction and only then
 announces them (``gateway.frame_accepted``); every rejection is published as
 ``gateway.frame_rejected`` and written to the instance's system log. The
@@ -88,12 +89,19 @@ class Gateway(Service):
 
     async def _ingest_forever(self, puller: BatchPuller) -> None:
         while True:
-            _env, batch = await puller.recv()
+            env, batch = await puller.recv()
+            self._follow(env.t_sim)
             try:
                 self.ingest_batch(batch)
             except ProtocolError as exc:  # a batch without the columns ingest needs
                 self._batch_rejected(exc.reason, str(exc))
             await asyncio.sleep(0)
+
+    def _follow(self, t_sim: float) -> None:
+        # A stepped gateway is a stage of the simulation plane: its time is that of the
+        # windows it receives, so the tariff runner wakes as simulated days pass.
+        if self.clock.mode == "stepped" and t_sim > self.clock.now():
+            self.clock.advance_to(t_sim)
 
     def ingest_batch(self, batch: FrameBatch) -> dict[str, IngestResult]:
         """Route a received batch to the instances by receiver and ingest it."""
