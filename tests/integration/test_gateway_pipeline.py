@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from smtestbed.proto import topics
 from smtestbed.proto.mbus.header import decode_manufacturer
+from smtestbed.proto.records.model import Record
 from smtestbed.proto.wmbus import decode_telegram
 from smtestbed.services._runtime.bus import Endpoints, Event, Subscription
 from smtestbed.services._runtime.client import BusClient
@@ -93,6 +94,23 @@ def _named(quantity: str, vife: tuple[int, ...]) -> str:
     return quantity + "".join(QUALIFIERS.get(code, "") for code in vife)
 
 
+def _numeric(r: Record) -> bool:
+    return isinstance(r.value, int | float)
+
+
+def _value(r: Record) -> tuple[Any, ...]:
+    """Return a decoded record as the gateway stores it (quantity, unit, value, dimensions)."""
+    assert isinstance(r.value, int | float)
+    return (
+        _named(r.quantity, r.vife),
+        r.unit,
+        float(r.value),
+        r.storage_number,
+        r.tariff,
+        r.subunit,
+    )
+
+
 def sent_telegrams(until: float) -> list[Sent]:
     """Run the farm's windows in this process up to ``until``; decode every telegram."""
     pop = population()
@@ -107,12 +125,7 @@ def sent_telegrams(until: float) -> list[Sent]:
             telegram = decode_telegram(bytes(frame), key=bytes(pop.key[row]))
             assert telegram.tpl is not None
             assert telegram.records is not None
-            values = [
-                (_named(r.quantity, r.vife), r.unit, float(r.value), r.storage_number)
-                + (r.tariff, r.subunit)
-                for r in telegram.records.records
-                if isinstance(r.value, int | float)
-            ]
+            values = [_value(r) for r in telegram.records.records if _numeric(r)]
             access = telegram.tpl.access_number or 0
             t_end = t_start + float(farm.airtime[row])
             out.append(Sent(meter=ident(pop, row), access=access, t_end=t_end, values=values))
