@@ -514,3 +514,25 @@ def received_frames(batch: FrameBatch) -> Iterator[tuple[bytes, float]]:
         raise ProtocolError("sim.received batch lacks the t_rx column", reason="batch_column")
     for index, frame in enumerate(batch):
         yield bytes(frame), float(times[index])
+
+
+def check_reading(
+    reading: Reading, *, mode: int, state: MeterState | None, limits: Plausibility
+) -> Rejection | None:
+    """Apply the replay and plausibility checks to a reading built without a wM-Bus frame.
+
+    The wired LMN drivers decode their telegrams themselves and use this for the same rules
+    frames meet here: ``mode`` 7 requires a rising ``message_counter``, modes 0 and 5 an
+    access number in the window above the state's; then the value checks.
+
+    Returns:
+        None when the reading passes, else its rejection.
+    """
+    try:
+        _check_fresh(state, mode, reading.access_number, reading.message_counter)
+        _check_values(reading.values, state, limits)
+    except _RefusedError as refused:
+        return Rejection(
+            reason=refused.reason, message=refused.message, meter=reading.meter, t_sim=reading.t_sim
+        )
+    return None
