@@ -93,6 +93,21 @@ class GatewayInstance:
         self._log(result)
         return result
 
+    def ingest_readings(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection]
+    ) -> IngestResult:
+        """Store readings checked elsewhere (wired LMN) and log them and the rejections."""
+        ids = self.store.commit_batch(readings)
+        result = IngestResult(rejected=list(rejections))
+        for reading, rid in zip(readings, ids, strict=True):
+            if rid is None:
+                result.duplicates += 1
+            else:
+                result.accepted.append((reading, rid))
+        self._account(len(readings) + len(rejections), result)
+        self._log(result)
+        return result
+
     def _account(self, frames: int, result: IngestResult) -> None:
         c = self.counters
         c.frames += frames
