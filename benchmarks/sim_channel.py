@@ -5,8 +5,9 @@ Run: ``.venv/bin/python benchmarks/sim_channel.py [scale]``.
 One window of T1 frames (50 bytes, offered load G = 0.2 on 868.95 MHz) from meters spread
 over 2 km x 2 km around one receiver, thermal noise on. Rows:
 
-- kernels: airtime, path loss, numpy sort by start time (``time_order``), collision sweep (sums of
-  overlapping power) and fate + BER per frame, as ``ChannelModel`` calls them;
+- kernels: numpy sort by start time and the columns put in that order with airtime added
+  (``ordered_times``, ``ordered_links``), path loss, collision sweep (sums of overlapping
+  power) and fate + BER per frame, as ``ChannelModel`` calls them;
 - window: all of ``ChannelModel.process`` (batch columns in, bit errors drawn and applied to a
   copy of the delivered bytes, received batch out), with 4 receivers.
 
@@ -28,7 +29,7 @@ import numpy as np
 from smtestbed.proto.batch import FrameBatch
 from smtestbed.services.channel import kernels, physics, sweep
 from smtestbed.services.channel.config import ChannelConfig, scene_from_config
-from smtestbed.services.channel.model import ChannelModel, time_order
+from smtestbed.services.channel.model import ChannelModel
 
 SIZE = 50
 LOAD = 0.2
@@ -48,6 +49,7 @@ def _frames(n: int, seed: int = 1) -> dict[str, Any]:
         "mode": np.full(n, MODE, dtype=np.uint8),
         "meter": np.arange(n, dtype=np.uint32),
         "nbytes": np.full(n, SIZE, dtype=np.int64),
+        "offsets": np.arange(n + 1, dtype=np.uint32) * SIZE,
     }
 
 
@@ -56,24 +58,29 @@ def _noise_mw() -> float:
 
 
 def _kernels(f: dict[str, Any]) -> int:
-    """Run the kernels of one window at one receiver; return the frames delivered."""
-    end = f["t"] + kernels.airtime(f["mode"], f["nbytes"])
-    order = time_order(f["t"])
+    """Run the kernels of one window at one receiver, as ``ChannelModel`` orders the frames.
+
+    The frames are put in start-time order once (numpy sort and gathers); the kernels then
+    read every column in that order. Returns the frames delivered.
+    """
+    order = np.argsort(f["t"])  # ties would need the stable sort (ChannelModel checks)
+    t, end, mode, _ties = kernels.ordered_times(order, f["t"], f["offsets"], f["mode"])
+    tx, x, y, meter = kernels.ordered_links(order, f["tx"], f["x"], f["y"], f["meter"])
     power_dbm = kernels.received_power_dbm(
-        f["tx"], f["x"], f["y"], f["meter"], receivers=np.zeros((1, 3)),
-        obstacles=np.zeros((0, 4)), obstacle_is_rect=np.zeros(0, np.bool_),
-        obstacle_loss_db=np.zeros(0), model=np.array([PL0, N_EXP, 0.0]), seed=1,
+        tx, x, y, meter,
+        receivers=np.zeros((1, 3)), obstacles=np.zeros((0, 4)),
+        obstacle_is_rect=np.zeros(0, np.bool_), obstacle_loss_db=np.zeros(0),
+        model=np.array([PL0, N_EXP, 0.0]), seed=1,
     )  # fmt: skip
     power_mw = 10.0 ** (power_dbm / 10.0)
     noise = np.full((1, 3), _noise_mw())
-    channel = kernels.MODE_CHANNEL[f["mode"]]
     direct, echo, overlaps = sweep.sweep(
-        order, f["t"], end, channel, power_mw, floor_mw=noise[:, 0] / 10.0,
-        echo_delay=np.zeros(0), echo_gain=np.zeros(0),
+        np.arange(t.size), t, end, kernels.MODE_CHANNEL[mode], power_mw,
+        floor_mw=noise[:, 0] / 10.0, echo_delay=np.zeros(0), echo_gain=np.zeros(0),
     )  # fmt: skip
     outcome, _ber = sweep.decide(
-        power_dbm, power_mw, direct + echo, overlaps, direct, mode=f["mode"],
-        forced=np.zeros(f["t"].size, np.bool_), rx=np.array([[SENS, 0.0]]), noise_mw=noise,
+        power_dbm, power_mw, direct + echo, overlaps, direct, mode=mode,
+        forced=np.zeros(t.size, np.bool_), rx=np.array([[SENS, 0.0]]), noise_mw=noise,
         capture_ratio=physics.db_to_mw(6.0),
     )  # fmt: skip
     return int(np.count_nonzero(outcome == sweep.DELIVERED))

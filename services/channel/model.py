@@ -33,12 +33,13 @@ from smtestbed.services.channel.arrays import B1, F4, F8, I64, U8, U16, U32
 from smtestbed.services.channel.config import Scene
 from smtestbed.services.channel.kernels import (
     MODE_CHANNEL,
-    airtime,
     corrupt,
     interferer_power_mw,
+    ordered_links,
+    ordered_times,
     received_power_dbm,
 )
-from smtestbed.services.channel.sweep import DELIVERED, OUTCOMES, decide, sweep
+from smtestbed.services.channel.sweep import DELIVERED, OUTCOMES, decide, sweep_sorted
 
 INPUT_COLUMNS = {
     "t_start": "d",
@@ -121,20 +122,22 @@ class Ordered:
 
     @classmethod
     def of(cls, frames: Frames) -> Ordered:
-        """Sort the frames by start time once, so every later pass reads them in order."""
-        order = time_order(frames.t_start)
-        mode = frames.mode[order]
-        nbytes = (frames.offsets[1:][order] - frames.offsets[:-1][order]).astype(np.int64)
-        t_start = frames.t_start[order]
+        """Sort the frames by start time once, so every later pass reads them in order.
+
+        numpy's default sort is several times faster than its stable one on unordered
+        floats; ties, rare in real send times, fall back to the stable sort, so the order
+        (and with it every sum the sweep adds up) never depends on the sorting algorithm.
+        """
+        order = np.argsort(frames.t_start)
+        t_start, end, mode, ties = ordered_times(order, frames.t_start, frames.offsets, frames.mode)
+        if ties:
+            order = np.argsort(frames.t_start, kind="stable")
+            t_start, end, mode, _ = ordered_times(
+                order, frames.t_start, frames.offsets, frames.mode
+            )
+        tx_dbm, x, y, meter = ordered_links(order, frames.tx_dbm, frames.x, frames.y, frames.meter)
         return cls(
-            batch=order,
-            t_start=t_start,
-            end=t_start + airtime(mode, nbytes),
-            tx_dbm=frames.tx_dbm[order],
-            x=frames.x[order],
-            y=frames.y[order],
-            mode=mode,
-            meter=frames.meter[order],
+            batch=order, t_start=t_start, end=end, tx_dbm=tx_dbm, x=x, y=y, mode=mode, meter=meter
         )
 
     def end_order(self) -> I64:
@@ -330,8 +333,7 @@ class ChannelModel:
         channel = MODE_CHANNEL[frames.mode]
         noise = self.noise_mw()
         floor = noise.min(axis=1) / physics.db_to_mw(self.scene.interference_margin_db)
-        direct, echo, overlaps = sweep(
-            order,
+        direct, echo, overlaps = sweep_sorted(
             frames.t_start,
             end,
             channel,

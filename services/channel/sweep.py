@@ -17,112 +17,83 @@ from smtestbed.services.channel.kernels import BANDWIDTH_OVER_RATE
 
 DELIVERED, LOST_TO_NOISE, COLLIDED, RECEIVER_DOWN = 0, 1, 2, 3
 OUTCOMES = ("delivered", "lost_to_noise", "collided", "receiver_down")
-BLOCK = 64  # frames per block of the layout changes
 
 
 @njit(cache=True)
-def _by_frame(order: I64, power_mw: F8, floor_mw: F8) -> tuple[F8, F8]:
-    """Return (power, heard) frame-major in start order: row ``a`` is frame ``order[a]``.
-
-    A signal under the receiver's floor gets power 0 and heard 0, so it adds exact zeros.
-    """
-    n_rx, n = power_mw.shape
-    power = np.zeros((n, n_rx), dtype=np.float64)
-    heard = np.zeros((n, n_rx), dtype=np.float64)
-    for lo in range(0, n, BLOCK):  # blocks of rows stay in cache while each receiver fills them
-        for r in range(n_rx):
-            for a in range(lo, min(lo + BLOCK, n)):
-                p = power_mw[r, order[a]]
-                if p >= floor_mw[r]:
-                    power[a, r] = p
-                    heard[a, r] = 1.0
-    return power, heard
+def _transpose_f8(a: F8) -> F8:
+    """Return a C-contiguous transpose, in blocks of rows that stay in cache."""
+    rows, cols = a.shape
+    out = np.empty((cols, rows), dtype=a.dtype)
+    for lo in range(0, rows, 64):
+        for c in range(cols):
+            for r in range(lo, min(lo + 64, rows)):
+                out[c, r] = a[r, c]
+    return out
 
 
 @njit(cache=True)
-def _add_direct(a: int, b: int, power: F8, heard: F8, direct: F8, count: F8) -> None:
-    """Add the overlap of rows ``a`` and ``b`` at every receiver (branch-free, vectorisable)."""
-    pa, pb, ha, hb = power[a], power[b], heard[a], heard[b]
-    da, db, ca, cb = direct[a], direct[b], count[a], count[b]
-    for r in range(pa.size):
-        da[r] += pb[r] * ha[r]
-        db[r] += pa[r] * hb[r]
-        both = ha[r] * hb[r]
-        ca[r] += both
-        cb[r] += both
+def _transpose_i4(a: I32) -> I32:
+    rows, cols = a.shape
+    out = np.empty((cols, rows), dtype=a.dtype)
+    for lo in range(0, cols, 64):
+        for r in range(rows):
+            for c in range(lo, min(lo + 64, cols)):
+                out[c, r] = a[r, c]
+    return out
 
 
 @njit(cache=True)
-def _add_echo(to: int, of: int, power: F8, heard: F8, echo: F8, gain: float) -> None:
-    """Add row ``of``'s echo (power times ``gain``) to row ``to`` at every receiver."""
-    p, h, e = power[of], heard[to], echo[to]
+def _add_direct(a: int, b: int, power: F8, floor: F8, direct: F8, count: I32) -> None:
+    """Add the overlap of frames ``a`` and ``b`` at every receiver that hears both."""
+    pa, pb, da, db, ca, cb = power[a], power[b], direct[a], direct[b], count[a], count[b]
+    for r in range(pa.size):  # branch-free (selects), so it vectorises over receivers
+        both = pa[r] >= floor[r] and pb[r] >= floor[r]
+        da[r] += pb[r] if both else 0.0
+        db[r] += pa[r] if both else 0.0
+        ca[r] += 1 if both else 0
+        cb[r] += 1 if both else 0
+
+
+@njit(cache=True)
+def _add_echo(to: int, of: int, power: F8, floor: F8, echo: F8, gain: float) -> None:
+    """Add frame ``of``'s echo (power times ``gain``) to frame ``to`` where both are heard."""
+    p, q, e = power[of], power[to], echo[to]
     for r in range(p.size):
-        e[r] += p[r] * gain * h[r]
+        e[r] += p[r] * gain if p[r] >= floor[r] and q[r] >= floor[r] else 0.0
 
 
 @njit(cache=True)
-def _pairs(
-    order: I64, start: F8, end: F8, channel: U8, power: F8, heard: F8, delay: F8, gain: F8
-) -> tuple[F8, F8, F8]:
-    """Visit each pair of frames that can overlap once, all receivers at a time."""
+def _sweep_sorted(
+    start: F8, end: F8, channel: U8, power: F8, floor: F8, delay: F8, gain: F8
+) -> tuple[F8, F8, I32]:
+    """Visit each pair of frames that can overlap once, all receivers at a time.
+
+    ``power`` is frame-major (n, receivers), frames in start order, so a pair touches two
+    rows next to each other in memory. A signal under the floor adds exact zeros.
+    """
     n, n_rx = power.shape
     direct = np.zeros((n, n_rx), dtype=np.float64)
     echo = np.zeros((n, n_rx), dtype=np.float64)
-    count = np.zeros((n, n_rx), dtype=np.float64)
+    count = np.zeros((n, n_rx), dtype=np.int32)
     reach = delay.max() if delay.size else 0.0
     for a in range(n):
-        i = order[a]
         for k in range(delay.size):
-            if start[i] + delay[k] < end[i]:
-                _add_echo(a, a, power, heard, echo, gain[k])
+            if start[a] + delay[k] < end[a]:
+                _add_echo(a, a, power, floor, echo, gain[k])
         for b in range(a + 1, n):
-            j = order[b]
-            if start[j] >= end[i] + reach:
+            if start[b] >= end[a] + reach:
                 break
-            if channel[j] != channel[i]:
+            if channel[b] != channel[a]:
                 continue
-            if start[j] < end[i]:
-                _add_direct(a, b, power, heard, direct, count)
+            if start[b] < end[a]:
+                _add_direct(a, b, power, floor, direct, count)
             for k in range(delay.size):
                 d = delay[k]
-                if start[i] + d < end[j] and start[j] < end[i] + d:
-                    _add_echo(b, a, power, heard, echo, gain[k])
-                if start[j] + d < end[i]:
-                    _add_echo(a, b, power, heard, echo, gain[k])
+                if start[a] + d < end[b] and start[b] < end[a] + d:
+                    _add_echo(b, a, power, floor, echo, gain[k])
+                if start[b] + d < end[a]:
+                    _add_echo(a, b, power, floor, echo, gain[k])
     return direct, echo, count
-
-
-@njit(cache=True)
-def _by_receiver(order: I64, direct: F8, echo: F8, count: F8) -> tuple[F8, F8, I32]:
-    """Scatter the frame-major sums back to (receivers, n) in batch order."""
-    n, n_rx = direct.shape
-    out_direct = np.empty((n_rx, n), dtype=np.float64)
-    out_echo = np.empty((n_rx, n), dtype=np.float64)
-    overlaps = np.empty((n_rx, n), dtype=np.int32)
-    for lo in range(0, n, BLOCK):
-        for r in range(n_rx):
-            for a in range(lo, min(lo + BLOCK, n)):
-                i = order[a]
-                out_direct[r, i] = direct[a, r]
-                out_echo[r, i] = echo[a, r]
-                overlaps[r, i] = np.int32(count[a, r])
-    return out_direct, out_echo, overlaps
-
-
-@njit(cache=True)
-def _sweep(
-    order: I64,
-    start: F8,
-    end: F8,
-    channel: U8,
-    power_mw: F8,
-    floor_mw: F8,
-    echo_delay: F8,
-    echo_gain: F8,
-) -> tuple[F8, F8, I32]:
-    power, heard = _by_frame(order, power_mw, floor_mw)
-    direct, echo, count = _pairs(order, start, end, channel, power, heard, echo_delay, echo_gain)
-    return _by_receiver(order, direct, echo, count)
 
 
 def sweep(
@@ -155,18 +126,57 @@ def sweep(
     """
     same_size(order, start, end, channel)
     want(order, np.int64, "order")
+    if power_mw.ndim != 2 or power_mw.shape[1] != order.size:
+        raise ValueError("power_mw must be (receivers, frames)")
+    direct, echo, overlaps = sweep_sorted(
+        start[order],
+        end[order],
+        channel[order],
+        np.ascontiguousarray(power_mw[:, order]),
+        floor_mw=floor_mw,
+        echo_delay=echo_delay,
+        echo_gain=echo_gain,
+    )
+    out_direct, out_echo, out_overlaps = (
+        np.empty_like(direct),
+        np.empty_like(echo),
+        np.empty_like(overlaps),
+    )
+    out_direct[:, order] = direct
+    out_echo[:, order] = echo
+    out_overlaps[:, order] = overlaps
+    return out_direct, out_echo, out_overlaps
+
+
+def sweep_sorted(
+    start: F8,
+    end: F8,
+    channel: U8,
+    power_mw: F8,
+    *,
+    floor_mw: F8,
+    echo_delay: F8,
+    echo_gain: F8,
+) -> tuple[F8, F8, I32]:
+    """Do what :func:`sweep` does for frames already in start-time order (no ``order``)."""
+    same_size(start, end, channel)
     want(start, np.float64, "start")
     want(end, np.float64, "end")
     want(channel, np.uint8, "channel")
     want(floor_mw, np.float64, "floor_mw")
     same_size(echo_delay, echo_gain)
-    if power_mw.ndim != 2 or power_mw.shape != (floor_mw.size, order.size):
+    if power_mw.ndim != 2 or power_mw.shape != (floor_mw.size, start.size):
         raise ValueError("power_mw must be (receivers, frames)")
     if not power_mw.flags.c_contiguous or power_mw.dtype != np.float64:
         raise ValueError("power_mw must be contiguous float64")
     if echo_delay.size and float(echo_delay.min()) < 0.0:
         raise ValueError("echo delays must be >= 0")
-    return _sweep(order, start, end, channel, power_mw, floor_mw, echo_delay, echo_gain)
+    if start.size > 1 and bool((start[1:] < start[:-1]).any()):
+        raise ValueError("frames must be in start-time order")
+    direct, echo, overlaps = _sweep_sorted(
+        start, end, channel, _transpose_f8(power_mw), floor_mw, echo_delay, echo_gain
+    )
+    return _transpose_f8(direct), _transpose_f8(echo), _transpose_i4(overlaps)
 
 
 @njit(cache=True)

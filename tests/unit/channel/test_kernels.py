@@ -310,3 +310,73 @@ def test_ber_is_half_exp_of_half_ebn0() -> None:
     """physics.ber_fsk_noncoherent(x) is 0.5 * exp(-x / 2) (e.g. 10 dB Eb/N0 -> 3.37e-3)."""
     assert physics.ber_fsk_noncoherent(10.0) == pytest.approx(0.5 * math.exp(-5.0), rel=1e-15)
     assert physics.ber_fsk_noncoherent(10.0) == pytest.approx(3.369e-3, rel=1e-3)
+
+
+def test_ordered_times_gathers_start_end_and_mode_in_order() -> None:
+    """Start, start + airtime and mode of order[0], order[1], ... equal a per-frame loop."""
+    f = _random_frames(300)
+    offsets = np.concatenate([[0], np.cumsum(f["nbytes"])]).astype(np.uint32)
+    start = np.random.default_rng(7).uniform(0, 2.0, 300)
+    order = np.argsort(start)
+    t, end, mode, ties = kernels.ordered_times(order, start, offsets, f["mode"])
+    want_end = [start[i] + physics.airtime_s(int(f["mode"][i]), int(f["nbytes"][i])) for i in order]
+    assert t.tolist() == start[order].tolist()
+    assert end.tolist() == want_end
+    assert mode.tolist() == f["mode"][order].tolist()
+    assert not ties
+
+
+def test_ordered_times_flags_equal_start_times() -> None:
+    """Two frames starting at the same time set the ties flag."""
+    _t, _end, _mode, ties = kernels.ordered_times(
+        np.array([0, 1, 2]),
+        np.array([0.5, 0.5, 1.0]),
+        np.array([0, 20, 40, 60], np.uint32),
+        np.ones(3, np.uint8),
+    )
+    assert ties
+
+
+def test_ordered_links_gathers_power_position_and_meter() -> None:
+    """Transmit power, x, y and meter come out in the given order."""
+    f = _random_frames(200)
+    order = np.random.default_rng(3).permutation(200)
+    got = kernels.ordered_links(order, f["tx"], f["x"], f["y"], f["meter"])
+    for column, name in zip(got, ("tx", "x", "y", "meter"), strict=True):
+        assert column.tolist() == f[name][order].tolist()
+
+
+@pytest.mark.parametrize("echoes", [(), ((2e-5, 0.1), (3e-3, 0.01))])
+def test_sweep_of_sorted_frames_matches_reference(echoes: tuple[tuple[float, float], ...]) -> None:
+    """sweep_sorted on frames in start order equals the all-pairs reference."""
+    start, end, channel, power = _sweep_inputs(300)
+    order = np.argsort(start, kind="stable")
+    start, end, channel = start[order], end[order], channel[order]
+    power = np.ascontiguousarray(power[:, order])
+    floor = np.array([0.0, 3e-9])
+    got = sweep.sweep_sorted(
+        start,
+        end,
+        channel,
+        power,
+        floor_mw=floor,
+        echo_delay=np.array([e[0] for e in echoes]),
+        echo_gain=np.array([e[1] for e in echoes]),
+    )
+    spans = list(zip(start.tolist(), end.tolist(), channel.tolist(), strict=True))
+    want = reference.sweep(list(range(300)), spans, power.tolist(), floor.tolist(), echoes)
+    assert [g.tolist() for g in got] == [list(w) for w in want]
+
+
+def test_sweep_sorted_refuses_frames_out_of_order() -> None:
+    """Start times going backwards raise ValueError."""
+    with pytest.raises(ValueError, match="start-time order"):
+        sweep.sweep_sorted(
+            np.array([1.0, 0.0]),
+            np.array([1.1, 0.1]),
+            np.zeros(2, np.uint8),
+            np.ones((1, 2)),
+            floor_mw=np.zeros(1),
+            echo_delay=np.zeros(0),
+            echo_gain=np.zeros(0),
+        )
