@@ -110,7 +110,7 @@ def _receive(sock: zmq.Socket[Any], count: int, payload: int, case: str) -> Resu
         if not sock.poll(int(IDLE_S * 1000) if got else 10_000):
             break
         if len(sock.recv_multipart()) == 1:
-            continue  # the broker's welcome, not part of the measurement
+            continue  # a one-frame broker answer, not part of the measurement
         last = time.perf_counter()
         if got == 0:
             first = last

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,10 @@ from smtestbed.proto.envelope import Envelope, EnvelopeError, check_event_frames
 from smtestbed.services._runtime.config import ServiceConfig
 from smtestbed.services._runtime.logging import get_logger
 
-WELCOME = b"bus.welcome"
+# A subscriber's last subscription is a topic of its own under READY_PREFIX; the broker
+# answers it with a one-frame message of that topic once it has passed the subscriber's
+# subscriptions on to the publishers (see Subscription.wait_connected).
+READY_PREFIX = b"bus.ready."
 EVENT_HWM = 100_000
 BATCH_HWM = 64
 
@@ -262,7 +266,8 @@ class Subscription:
         self._sock.setsockopt(zmq.LINGER, 0)
         for prefix in prefixes or ("",):
             self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        self._sock.setsockopt(zmq.SUBSCRIBE, WELCOME)
+        self._ready_topic = READY_PREFIX + uuid.uuid4().hex.encode()
+        self._sock.setsockopt(zmq.SUBSCRIBE, self._ready_topic)
         self._sock.connect(endpoint)
         self._prefixes = tuple(prefixes)
         self._on_reject = on_reject
@@ -272,12 +277,19 @@ class Subscription:
         self.rejected = 0
 
     async def wait_connected(self, timeout: float = 5.0) -> None:
-        """Wait for the broker's welcome; events published after it reach us."""
+        """Wait until the broker passed our subscriptions on to the publishers.
+
+        ZeroMQ subscriptions travel from the subscriber through the broker to each
+        publisher; events published before they arrive are dropped at the publisher.
+        Our last subscription is a topic of our own that the broker answers only after
+        forwarding the earlier ones, so after this returns, events that publishers send
+        in reaction to anything we do next reach us.
+        """
         deadline = time.monotonic() + timeout
         while not self._connected:
             left = deadline - time.monotonic()
             if left <= 0 or not await self._sock.poll(left * 1000):
-                raise TimeoutError(f"no welcome from the broker within {timeout} s")
+                raise TimeoutError(f"no answer from the broker within {timeout} s")
             await self._take()
 
     async def recv(self) -> Event:
@@ -291,15 +303,12 @@ class Subscription:
         """Return the next message's frames without validation (recorder)."""
         while True:
             frames = await self._sock.recv_multipart()
-            if frames[0] == WELCOME and len(frames) == 1:
-                self._connected = True
-                continue
-            return list(frames)
+            if not self._is_control(frames):
+                return list(frames)
 
     async def _take(self) -> Event | None:
         frames = await self._sock.recv_multipart()
-        if frames[0] == WELCOME and len(frames) == 1:
-            self._connected = True
+        if self._is_control(frames):
             return None
         try:
             env = check_event_frames(frames)
@@ -309,10 +318,17 @@ class Subscription:
                 self._on_reject(exc.reason, str(exc))
             return None
         if not topics.matches(env.kind, self._prefixes):
-            return None  # e.g. "bus.welcome" arriving for a "bus." subscriber
+            return None  # an event outside our prefixes (a wider subscription of ours)
         self.received += 1
         self.gaps.observe(env.src, env.kind, env.seq)
         return Event(envelope=env, frames=tuple(frames[2:]))
+
+    def _is_control(self, frames: list[bytes]) -> bool:
+        if len(frames) != 1 or not frames[0].startswith(READY_PREFIX):
+            return False
+        if frames[0] == self._ready_topic:
+            self._connected = True
+        return True  # ours, or another subscriber's answer seen through a wide subscription
 
     def __aiter__(self) -> Subscription:
         return self

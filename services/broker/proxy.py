@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 from smtestbed.proto import topics
 from smtestbed.proto.envelope import EnvelopeError, pack, validate_event
-from smtestbed.services._runtime.bus import WELCOME, RejectReporter, SeqCounter
+from smtestbed.services._runtime.bus import READY_PREFIX, RejectReporter, SeqCounter
 from smtestbed.services._runtime.errors import ServiceError
 
 INPROC = "inproc://smtb-broker-events"
@@ -79,7 +79,6 @@ class EventProxy(threading.Thread):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
-        xpub.setsockopt(zmq.XPUB_WELCOME_MSG, WELCOME)
         try:
             xsub.bind(self._pub)
             xsub.bind(INPROC)
@@ -107,9 +106,14 @@ class EventProxy(threading.Thread):
     def _pass_subscriptions(xpub: zmq.Socket[Any], xsub: zmq.Socket[Any]) -> None:
         while True:
             try:
-                xsub.send(xpub.recv(zmq.NOBLOCK))
+                message = xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            xsub.send(message)
+            if message[:1] == b"\x01" and message[1:].startswith(READY_PREFIX):
+                # the subscriber's own topic, subscribed last: its subscriptions are all
+                # on their way to the publishers now
+                xpub.send(message[1:])
 
     def _pump(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> None:
         # Frame by frame rather than recv_multipart: the topic and envelope

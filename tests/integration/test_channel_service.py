@@ -106,7 +106,7 @@ def test_channel_process_delivers_survivors_and_publishes_window_counters(
     assert np.frombuffer(received.columns["receiver"], np.uint16).tolist() == [0, 0]
     t_rx = np.frombuffer(received.columns["t_rx"], np.float64).tolist()
     assert t_rx == pytest.approx([airtime, 2.0 + airtime])
-    assert received.meta == {"window": 1}
+    assert received.meta == {"window": 1, "receivers": ["gw0"]}
     assert event.body["offered"] == 4
     assert event.body["delivered"] == 2
     assert event.body["collided"] == 2
