@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite talks to (real servers, real tools).
-APT_TEST_PACKAGES ?= openssl slapd ldap-utils
+APT_TEST_PACKAGES ?= openssl slapd ldap-utils mosquitto mosquitto-clients chromium
 PYTEST_ARGS ?=
 DEMO_SECONDS ?= 6
 

@@ -1,0 +1,1 @@
+"""Load and fuzzing campaigns against the testbed (smtb load, smtb fuzz)."""

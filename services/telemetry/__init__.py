@@ -1,0 +1,1 @@
+"""Telemetry: bus events and service metrics to MQTT, Prometheus and a live dashboard."""
