@@ -62,9 +62,8 @@ class Reason(StrEnum):
     NOT_YET_VALID = "not_yet_valid"
     WRONG_ISSUER = "wrong_issuer"  # no path to a trust root, bad signature, bad CA cert
     WRONG_USAGE = "wrong_usage"
-    CRL_MISSING = "crl_missing"  # no usable CRL for a certificate of the path
-    CRL_STALE = "crl_stale"  # the CRL's nextUpdate has passed
-    CRL_INVALID = "crl_invalid"  # CRL badly signed, not yet valid or by an unfit issuer
+    CRL_MISSING = "crl_missing"  # no usable CRL: none, badly signed, not yet in force
+    CRL_STALE = "crl_stale"  # the only matching CRL's nextUpdate has passed
     INVALID = "invalid"  # anything else
 
 
@@ -222,8 +221,9 @@ _OPENSSL_CODES: dict[int, Reason] = {
     **dict.fromkeys(
         (2, 4, 6, 7, 18, 19, 20, 21, 24, 25, 27, 28, 29, 30, 31, 32), Reason.WRONG_ISSUER
     ),
-    **dict.fromkeys((5, 8, 11, 33, 35, 36, 44), Reason.CRL_INVALID),
-    3: Reason.CRL_MISSING,
+    # A CRL that is badly signed, not yet in force or from an unfit issuer is no
+    # usable CRL; pyhanko-certvalidator reports all of these as missing revocation info.
+    **dict.fromkeys((3, 5, 8, 11, 33, 35, 36, 44), Reason.CRL_MISSING),
     9: Reason.NOT_YET_VALID,
     10: Reason.EXPIRED,
     12: Reason.CRL_STALE,

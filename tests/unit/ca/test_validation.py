@@ -148,6 +148,21 @@ def _missing_root_crl(h: pki.Hierarchy) -> Case:
     return _case(h, h.leaf("gw14.test.example"), Reason.CRL_MISSING, crls=[h.sub_crl])
 
 
+def _crl_signed_by_other_key(h: pki.Hierarchy) -> Case:
+    forger = pki.Issued(cert=h.sub.cert, key=pki.build_hierarchy(AT).sub.key)
+    forged = pki.make_crl(
+        forger, number=9, this_update=AT - timedelta(hours=1), next_update=AT + timedelta(days=1)
+    )
+    return _case(h, h.leaf("gw15.test.example"), Reason.CRL_MISSING, crls=[h.root_crl, forged])
+
+
+def _crl_not_yet_in_force(h: pki.Hierarchy) -> Case:
+    early = pki.make_crl(
+        h.sub, number=9, this_update=AT + timedelta(hours=1), next_update=AT + timedelta(days=1)
+    )
+    return _case(h, h.leaf("gw16.test.example"), Reason.CRL_MISSING, crls=[h.root_crl, early])
+
+
 CASES: dict[str, Callable[[pki.Hierarchy], Case]] = {
     "valid-server": _valid,
     "valid-client": _valid_client,
@@ -164,6 +179,8 @@ CASES: dict[str, Callable[[pki.Hierarchy], Case]] = {
     "crl-stale": _stale_crl,
     "crl-missing-sub": _missing_sub_crl,
     "crl-missing-root": _missing_root_crl,
+    "crl-bad-signature": _crl_signed_by_other_key,
+    "crl-not-yet-in-force": _crl_not_yet_in_force,
 }
 
 
