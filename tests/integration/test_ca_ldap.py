@@ -12,7 +12,9 @@ from pathlib import Path
 import ldap3
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from smtestbed.services._runtime.errors import RequestError
 from smtestbed.services._runtime.testing import free_port
 from smtestbed.services.ca.ldap import LdapError, LdapPublisher
 from smtestbed.services.ca.validation import Reason, Usage, validate
@@ -213,3 +215,21 @@ def test_republished_ca_certificate_replaces_the_old_one(
     publisher.publish_ca_certificate(renewed.cert)
     values = ldapsearch(slapd, f"ou=cas,{slapd.base_dn}", SUB_CA, "cACertificate;binary")
     assert values == [der(renewed.cert)]
+
+
+def test_certificate_without_common_name_is_refused(hierarchy: pki.Hierarchy) -> None:
+    """A certificate whose subject has no CN is refused before any LDAP traffic."""
+    key = hierarchy.sub.key
+    nameless = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "smtb")]))
+        .issuer_name(hierarchy.sub.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(AT)
+        .not_valid_after(AT + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    publisher = LdapPublisher(f"ldap://127.0.0.1:{free_port()}", "dc=smtb,dc=test", "", "")
+    with pytest.raises(RequestError, match="subject: has no common name"):
+        publisher.publish_certificate(nameless)
