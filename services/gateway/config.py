@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from smtestbed.services._runtime.config import ServiceConfig, choice, doc
 
@@ -32,3 +33,9 @@ class GatewayConfig(ServiceConfig):
     observer_interval_s: float = doc(60.0, "wall time between integrity checks, s")
     manufacturer_key: str = doc("", "public key (PEM) update bundles must be signed with")
     product_name: str = doc("smtb-gateway", "product name update bundles must carry")
+    wired_lines: tuple[dict[str, Any], ...] = doc(
+        (), "wired M-Bus lines to poll: {instance, url, baudrate, parity, interval_s, meters}"
+    )
+    serial_inputs: tuple[dict[str, Any], ...] = doc(
+        (), "raw UART/RS-485 inputs of pushed telegrams and SML: {instance, url, baudrate}"
+    )

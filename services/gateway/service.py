@@ -22,7 +22,7 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services.gateway import api, integrity
+from smtestbed.services.gateway import api, integrity, lmn_serial, lmn_wired
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
@@ -45,6 +45,8 @@ class Gateway(Service):
         if not names or len(set(names)) != len(names):
             raise ConfigError("must name each instance once", key="gateway.instances")
         self.cfg = config
+        lmn_wired.parse_lines(config.wired_lines, names)  # refuse a bad line before start
+        lmn_serial.parse_inputs(config.serial_inputs, names)
         self.schedule = TariffSchedule.parse(config.tariff_schedule)
         self.instances: dict[str, GatewayInstance] = {}
         self.runners: dict[str, TafRunner] = {}
@@ -72,6 +74,12 @@ class Gateway(Service):
     async def run(self, ready: Ready) -> None:
         """Open the instances, serve the API and ingest until cancelled."""
         self.open_instances()
+        wired = lmn_wired.pollers(
+            self.cfg.wired_lines, self.instances, clock=self.clock.now, announce=self._announce
+        )
+        raw = lmn_serial.inputs(
+            self.cfg.serial_inputs, self.instances, clock=self.clock.now, announce=self._announce
+        )
         puller = BatchPuller(
             self.bus.ctx, self.cfg.input_endpoint, bind=True, on_reject=self._batch_rejected
         )
@@ -80,7 +88,11 @@ class Gateway(Service):
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
             await asyncio.gather(
-                self._ingest_forever(puller), self._tariffs_forever(), self._observe_forever()
+                self._ingest_forever(puller),
+                self._tariffs_forever(),
+                self._observe_forever(),
+                lmn_wired.run_pollers(wired),
+                lmn_serial.run_inputs(raw),
             )
         finally:
             puller.close()
