@@ -15,6 +15,8 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "observer": ("observer.py", "partitions.py", "integrity.py"),
     "downloader": ("downloader.py",),
     "lmn_wireless": ("service.py", "config.py", "__init__.py"),
+    "lmn_wired": ("lmn_wired.py", "lmn_link.py", "wired_readings.py"),
+    "lmn_serial": ("lmn_serial.py",),
 }
 
 
