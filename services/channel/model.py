@@ -35,8 +35,7 @@ from smtestbed.services.channel.kernels import (
     MODE_CHANNEL,
     corrupt,
     interferer_power_mw,
-    ordered_links,
-    ordered_times,
+    ordered_frames,
     received_power_dbm,
 )
 from smtestbed.services.channel.sweep import DELIVERED, OUTCOMES, decide, sweep_sorted
@@ -129,13 +128,11 @@ class Ordered:
         (and with it every sum the sweep adds up) never depends on the sorting algorithm.
         """
         order = np.argsort(frames.t_start)
-        t_start, end, mode, ties = ordered_times(order, frames.t_start, frames.offsets, frames.mode)
-        if ties:
+        columns = _ordered_columns(order, frames)
+        if columns[-1]:
             order = np.argsort(frames.t_start, kind="stable")
-            t_start, end, mode, _ = ordered_times(
-                order, frames.t_start, frames.offsets, frames.mode
-            )
-        tx_dbm, x, y, meter = ordered_links(order, frames.tx_dbm, frames.x, frames.y, frames.meter)
+            columns = _ordered_columns(order, frames)
+        t_start, end, mode, tx_dbm, x, y, meter, _ties = columns
         return cls(
             batch=order, t_start=t_start, end=end, tx_dbm=tx_dbm, x=x, y=y, mode=mode, meter=meter
         )
@@ -180,6 +177,19 @@ class ForcedCollisions:
             else:
                 del self.per_meter[m]
         return forced
+
+
+def _ordered_columns(order: I64, frames: Frames) -> tuple[F8, F8, U8, F4, F4, F4, U32, bool]:
+    return ordered_frames(
+        order,
+        frames.t_start,
+        frames.offsets,
+        frames.mode,
+        tx_dbm=frames.tx_dbm,
+        x=frames.x,
+        y=frames.y,
+        meter=frames.meter,
+    )
 
 
 def time_order(times: F8) -> I64:

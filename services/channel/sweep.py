@@ -173,9 +173,14 @@ def sweep_sorted(
         raise ValueError("echo delays must be >= 0")
     if start.size > 1 and bool((start[1:] < start[:-1]).any()):
         raise ValueError("frames must be in start-time order")
+    n_rx, n = power_mw.shape
+    one = n_rx == 1  # with one receiver both layouts are the same memory: reshape, no copy
+    frame_major = power_mw.reshape(n, 1) if one else _transpose_f8(power_mw)
     direct, echo, overlaps = _sweep_sorted(
-        start, end, channel, _transpose_f8(power_mw), floor_mw, echo_delay, echo_gain
+        start, end, channel, frame_major, floor_mw, echo_delay, echo_gain
     )
+    if one:
+        return direct.reshape(1, n), echo.reshape(1, n), overlaps.reshape(1, n)
     return _transpose_f8(direct), _transpose_f8(echo), _transpose_i4(overlaps)
 
 
