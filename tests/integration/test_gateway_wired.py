@@ -12,14 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from smtestbed.proto import topics
 from smtestbed.proto.mbus import SecondaryAddress, ShortFrame, VariableData, decode_response
+from smtestbed.services._runtime.client import BusClient
 from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.testing import (
+    bus_client,
+    free_port,
+    random_endpoints,
+    service_process,
+    wait_until,
+)
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.lmn_link import Link, open_link
 from smtestbed.services.gateway.lmn_serial import InputConfig, SerialInput
@@ -32,9 +43,12 @@ from smtestbed.services.sensorfarm.population import generate
 from smtestbed.services.sensorfarm.schema import Interface
 from smtestbed.services.sensorfarm.wired_meters import wired_meters
 
+from tests.integration.gateway_helpers import configured_process, gw, write_registry
+
 pytestmark = pytest.mark.timeout(60)
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the meters' (fixed) simulation time
 REQ_UD2_C = (0x5B, 0x7B)
+T = TypeVar("T")
 
 
 def population_meters(n: int, *, seed: int = 7) -> list[WiredMeter]:
@@ -450,3 +464,99 @@ async def _until(condition: Callable[[], bool], timeout: float) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+class LoopThread:
+    """An event loop on its own thread, serving the slaves while the test waits on processes."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+def wired_config(
+    path: Path, data_dir: Path, registry: Path, url: str, meters: Sequence[WiredMeter]
+) -> None:
+    """Write a gateway config with one wired line: meter 0 by primary, the rest by secondary."""
+    targets = [f'{{meter = "{meters[0].ident}", primary = {meters[0].primary_address}}}']
+    targets += [
+        f'{{meter = "{m.ident}", secondary = "{MbusSlave(m).secondary_address}"}}'
+        for m in meters[1:]
+    ]
+    path.write_text(
+        "[gateway]\n"
+        f'data_dir = "{data_dir}"\n'
+        f'input_endpoint = "tcp://127.0.0.1:{free_port()}"\n'
+        f'registry_file = "{registry}"\n'
+        'synchronous = "NORMAL"\n'
+        "heartbeat_s = 0.2\n"
+        "[[gateway.wired_lines]]\n"
+        'instance = "gw0"\n'
+        f'url = "{url}"\n'
+        "interval_s = 0.5\n"
+        "reply_timeout_s = 0.5\n"
+        f"meters = [{', '.join(targets)}]\n"
+    )
+
+
+def test_gateway_process_polls_its_wired_line_and_stores_the_readings(tmp_path: Path) -> None:
+    """smtb gateway run with wired_lines: gateway.readings returns each meter's values."""
+    meters = population_meters(2, seed=13)
+    registry = tmp_path / "registry.csv"
+    write_registry(
+        registry,
+        [
+            {
+                "gateway": "gw0",
+                "meter": m.ident,
+                "manufacturer": m.manufacturer,
+                "key_hex": "",
+                "security": "0",
+                "tafs": "",
+                "consumer": "",
+                "emt": "",
+            }
+            for m in meters
+        ],
+    )
+    loop = LoopThread()
+    server = MbusTcpServer(MbusLine(MbusSlave(m) for m in meters))
+    endpoints = random_endpoints()
+
+    async def readings(client: BusClient, meter: str) -> list[dict[str, Any]]:
+        params = {"gateway": "gw0", "meter": meter}
+        rows: list[dict[str, Any]] = await gw(client, topics.GATEWAY_READINGS, params)
+        return rows
+
+    async def body() -> list[list[dict[str, Any]]]:
+        async with bus_client(endpoints) as client:
+            found = []
+            for m in meters:
+                check = functools.partial(readings, client, m.ident)
+                found.append(await wait_until(check, timeout=15.0))
+            return found
+
+    try:
+        loop.run(server.start())
+        config = tmp_path / "gateway.toml"
+        wired_config(config, tmp_path / "data", registry, f"tcp://127.0.0.1:{server.port}", meters)
+        with (
+            service_process("broker", endpoints, log_path=tmp_path / "broker.log"),
+            configured_process("gateway", endpoints, config, tmp_path / "gateway.log"),
+        ):
+            found = asyncio.run(body())
+    finally:
+        loop.run(server.close())
+        loop.stop()
+    for m, rows in zip(meters, found, strict=True):
+        values = [(v["quantity"], v["unit"], v["value"]) for v in rows[0]["values"]]
+        assert_meter_values(values, m)
