@@ -113,16 +113,20 @@ def _ordered(
     tx_out = np.empty(n, dtype=np.float32)
     x_out, y_out = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
     ties = False
-    for a in range(n):
+    for a in range(n):  # two loops: fewer streams at a time keep more loads in flight
         i = order[a]
         m = mode[i]
         t_out[a] = t[i]
         nbytes = np.int64(offsets[i + 1]) - np.int64(offsets[i])
         end[a] = t[i] + (head[m] + per_byte[m] * nbytes) / rate[m]
         mode_out[a] = m
+    for a in range(n):
+        i = order[a]
         tx_out[a], x_out[a], y_out[a], meter_out[a] = tx[i], x[i], y[i], meter[i]
-        if a and t_out[a] == t_out[a - 1]:
+    for a in range(1, n):
+        if t_out[a] == t_out[a - 1]:
             ties = True
+            break
     return t_out, end, mode_out, tx_out, x_out, y_out, meter_out, ties
 
 
