@@ -263,7 +263,7 @@ def test_key_files_are_mode_0600_and_encrypted(authority: Authority) -> None:
         assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         with pytest.raises(TypeError):
             serialization.load_pem_private_key(pem, password=None)
-        with pytest.raises(ValueError, match=r"(?i)bad decrypt|incorrect password"):
+        with pytest.raises(ValueError, match=r"(?i)decrypt|password|deserializ"):
             serialization.load_pem_private_key(pem, password=b"wrong")
     assert stat.S_IMODE((authority.store.folder / "private").stat().st_mode) == 0o700
     assert stat.S_IMODE((authority.store.folder / "ca.sqlite3").stat().st_mode) == 0o600
