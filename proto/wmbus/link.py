@@ -179,6 +179,18 @@ def load_crc_kernel() -> None:
     _A_CHECK.load()
 
 
+def strip_crcs_a_batch(frames: list[bytes]) -> list[bytes | None]:
+    """Check and remove the block CRCs of many format A frames in one compiled call.
+
+    Returns:
+        Per frame what :func:`strip_crcs_a` returns, or None where it raises (call it for
+        that frame to learn why).
+    """
+    from smtestbed.proto.wmbus.crc_kernel import strip_format_a_batch  # imports numba
+
+    return strip_format_a_batch(frames)
+
+
 def format_a_size(length: int) -> int:
     """Return the on-air size of a format A frame whose L-field is ``length``."""
     rest = length - (HEADER_SIZE - 1)

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "management": ("registry.py", "api.py"),
-    "measurement": ("processing.py", "layouts.py", "instance.py", "schema.py"),
+    "measurement": ("processing.py", "layouts.py", "heads.py", "instance.py", "schema.py"),
     "store": ("store.py", "store_checks.py"),
     "tariffs": ("tariffs.py", "taf_runner.py"),
     "logs": ("logs.py", "logchain.py", "keys.py"),

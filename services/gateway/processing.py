@@ -40,10 +40,11 @@ from smtestbed.proto.batch import FrameBatch
 from smtestbed.proto.wmbus import BadMacError, Telegram, decode_telegram
 from smtestbed.proto.wmbus.crc import crc16_span
 from smtestbed.proto.wmbus.fields import ident_text
-from smtestbed.proto.wmbus.link import load_crc_kernel, strip_crcs_a
-from smtestbed.proto.wmbus.security import decrypt_mode5_iv, mode5_iv
+from smtestbed.proto.wmbus.link import load_crc_kernel, strip_crcs_a, strip_crcs_a_batch
+from smtestbed.proto.wmbus.security import ACC_IV_HALVES, decrypt_mode5_iv, mode5_iv
 from smtestbed.proto.wmbus.telegram import RECORD_CIS
 from smtestbed.services._runtime.errors import ProtocolError
+from smtestbed.services.gateway.heads import ACC_OFFSET, PAYLOAD_OFFSET, Head, Heads
 from smtestbed.services.gateway.layouts import RecordLayouts
 from smtestbed.services.gateway.schema import (
     MeterEntry,
@@ -306,10 +307,28 @@ def _check_counters(values: tuple[Value, ...], state: MeterState, limits: Plausi
 LastDigest = Callable[[str], bytes | None]
 
 
+def _open_head(head: Head, plain: bytes, entry: MeterEntry) -> tuple[bytes, int, int]:
+    """Return what :func:`_open` returns for a frame whose header is ``head`` (mode 0 or 5)."""
+    access = plain[ACC_OFFSET]
+    payload = plain[PAYLOAD_OFFSET:]
+    if not head.mode:
+        return payload, access, 0
+    iv = head.iv + ACC_IV_HALVES[access]
+    try:
+        return decrypt_mode5_iv(entry.key, iv, payload, head.blocks), access, 0
+    except ProtocolError as exc:
+        raise _RefusedError(_reason(exc), f"{exc}") from exc
+
+
+def _head_fits(head: Head, entry: MeterEntry) -> bool:
+    """Tell whether the registry entry passes the checks the head's header passed before."""
+    return entry.security == head.mode and entry.manufacturer == head.manufacturer
+
+
 class _Processor:
     """The checks of one frame against a registry, meter states and limits."""
 
-    __slots__ = ("checked", "layouts", "limits", "registry", "state")
+    __slots__ = ("checked", "heads", "layouts", "limits", "registry", "state")
 
     def __init__(
         self, registry: Registry, state: StateLookup, limits: Plausibility, layouts: RecordLayouts
@@ -318,26 +337,34 @@ class _Processor:
         self.state = state
         self.limits = limits
         self.layouts = layouts
+        self.heads = Heads()
         self.checked: MeterState | None = None  # the state the last accepted frame met
 
     def run(
-        self, frame: bytes, t_sim: float, digest: bytes, last: LastDigest | None
+        self,
+        frame: bytes,
+        t_sim: float,
+        digest: bytes,
+        last: LastDigest | None,
+        plain: bytes | None = None,
     ) -> Reading | Rejection | None:
-        """Check one frame; None for a byte-identical copy of the meter's last accepted frame."""
+        """Check one frame; None for a byte-identical copy of the meter's last accepted frame.
+
+        ``plain`` is the frame without CRCs when the caller has checked them already.
+        """
         meter = ""
         try:
-            plain = _unframe(frame)
-            telegram = _headers(plain)
-            meter, entry = _entry(telegram, self.registry)
-            if telegram.tpl is None:  # behind an ELL that only the key opens
-                telegram = _headers(plain, entry.key)
-            _check_mode(telegram, entry)
+            plain = _unframe(frame) if plain is None else plain
+            meter, entry, header = self._identify(plain)
             if last is not None and last(meter) == digest:
                 return None
-            apl, access, counter = _open(telegram, plain, entry)
+            if isinstance(header, Head):
+                apl, access, counter = _open_head(header, plain, entry)
+            else:
+                apl, access, counter = _open(header, plain, entry)
             state = self.state(meter)
             _check_fresh(state, entry.security, access, counter)
-            values = self._values(telegram, apl)
+            values = self._values(header, apl)
             _check_values(values, state, self.limits)
         except _RefusedError as refused:
             return Rejection(
@@ -349,9 +376,32 @@ class _Processor:
         self.checked = state
         return _reading(meter, t_sim, access, counter, digest, values)
 
-    def _values(self, telegram: Telegram, apl: bytes) -> tuple[Value, ...]:
-        tpl = telegram.tpl
-        if tpl is None or tpl.ci not in RECORD_CIS:
+    def _identify(self, plain: bytes) -> tuple[str, MeterEntry, Head | Telegram]:
+        """Return the meter, its registry entry and its header (known before or decoded).
+
+        Raises:
+            _RefusedError: from the header decode, the registry or the security-mode check.
+        """
+        head = self.heads.get(plain)
+        if head is not None:
+            entry = self.registry(head.meter)
+            if entry is not None and _head_fits(head, entry):
+                return head.meter, entry, head
+        telegram = _headers(plain)
+        meter, entry = _entry(telegram, self.registry)
+        try:
+            if telegram.tpl is None:  # behind an ELL that only the key opens
+                telegram = _headers(plain, entry.key)
+            _check_mode(telegram, entry)
+        except _RefusedError as refused:
+            refused.meter = refused.meter or meter
+            raise
+        self.heads.learn(plain, telegram)
+        return meter, entry, telegram
+
+    def _values(self, header: Head | Telegram, apl: bytes) -> tuple[Value, ...]:
+        tpl = None if isinstance(header, Head) else header.tpl
+        if not isinstance(header, Head) and (tpl is None or tpl.ci not in RECORD_CIS):
             ci = "none" if tpl is None else f"0x{tpl.ci:02X}"
             raise _RefusedError(Reason.MALFORMED_RECORD, f"CI {ci} carries no data records")
         try:
@@ -478,9 +528,10 @@ class Pipeline:
         copies = 0
         processor, pending = self._processor, self._pending
         run, last, sha256 = processor.run, self._last_digest, hashlib.sha256
-        for frame, t_sim in frames:
-            data = bytes(frame)
-            result = run(data, t_sim, sha256(data).digest(), last)
+        batch = [(bytes(frame), t_sim) for frame, t_sim in frames]
+        plains = strip_crcs_a_batch([data for data, _ in batch])
+        for (data, t_sim), plain in zip(batch, plains, strict=True):
+            result = run(data, t_sim, sha256(data).digest(), last, plain)
             if result is None:
                 copies += 1
             elif isinstance(result, Reading):
