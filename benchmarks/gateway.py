@@ -117,7 +117,7 @@ def sqlite_rate(frames: list[tuple[bytes, float, int]], root: Path, instances: i
     start = time.perf_counter()
     for db, rows in zip(dbs, per, strict=True):
         for k in range(0, len(rows), BATCH):
-            _bare_insert(db, rows[k : k + BATCH])
+            _bare_insert(db, rows[k : k + BATCH], k + 1)
     elapsed = time.perf_counter() - start
     for db in dbs:
         db.close()
@@ -139,14 +139,13 @@ def _bare_db(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _bare_insert(db: sqlite3.Connection, rows: list[tuple[bytes, float, int]]) -> None:
+def _bare_insert(db: sqlite3.Connection, rows: list[tuple[bytes, float, int]], first: int) -> None:
+    # Ids are given (executemany sets no lastrowid): ``first`` is the batch's first row id.
     db.execute("BEGIN")
-    cursor = db.executemany(
-        "INSERT INTO r (meter, t, acc, mc, digest) VALUES (?, ?, 0, 0, ?)",
-        [(f"{i:08d}", t, frame[:32]) for frame, t, i in rows],
+    db.executemany(
+        "INSERT INTO r (id, meter, t, acc, mc, digest) VALUES (?, ?, ?, 0, 0, ?)",
+        [(first + k, f"{i:08d}", t, frame[:32]) for k, (frame, t, i) in enumerate(rows)],
     )
-    last = cursor.lastrowid or 0
-    first = last - len(rows) + 1
     db.executemany(
         "INSERT INTO v VALUES (?, ?, 'energy', 'Wh', 1.0, 0, 0, 0, 'instantaneous')",
         [(first + k, p) for k in range(len(rows)) for p in range(3)],
