@@ -91,7 +91,7 @@ def _error(status: int, message: str, field: str) -> web.Response:
 
 async def _issue(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
-    if request.content_type in ("application/pkcs10", "application/octet-stream"):
+    if request.content_type == "application/pkcs10":
         csr = await request.read()
         profile = request.query.get("profile", "")
         token = request.query.get("token", "")
