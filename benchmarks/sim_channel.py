@@ -5,9 +5,9 @@ Run: ``.venv/bin/python benchmarks/sim_channel.py [scale]``.
 One window of T1 frames (50 bytes, offered load G = 0.2 on 868.95 MHz) from meters spread
 over 2 km x 2 km around one receiver, thermal noise on. Rows:
 
-- kernels: numpy sort by start time and the columns put in that order with airtime added
-  (``ordered_frames``), path loss, collision sweep (sums of overlapping
-  power) and fate + BER per frame, as ``ChannelModel`` calls them;
+- kernels: numpy sort by start time, the columns put in that order with airtime added
+  (``ordered_frames``), path loss (put in order afterwards: one receiver), collision sweep
+  (sums of overlapping power) and fate + BER per frame, as ``ChannelModel`` calls them;
 - window: all of ``ChannelModel.process`` (batch columns in, bit errors drawn and applied to a
   copy of the delivered bytes, received batch out), with 4 receivers.
 
@@ -65,15 +65,15 @@ def _kernels(f: dict[str, Any]) -> int:
     read every column in that order. Returns the frames delivered.
     """
     order = np.argsort(f["t"])  # ties would need the stable sort (ChannelModel checks)
-    t, end, mode, tx, x, y, meter, _ties = kernels.ordered_frames(
-        order, f["t"], f["offsets"], f["mode"], tx_dbm=f["tx"], x=f["x"], y=f["y"], meter=f["meter"]
+    t, end, mode, _meter, _ties = kernels.ordered_frames(
+        order, f["t"], f["offsets"], f["mode"], f["meter"]
     )
     power_dbm = kernels.received_power_dbm(
-        tx, x, y, meter,
+        f["tx"], f["x"], f["y"], f["meter"],
         receivers=np.zeros((1, 3)), obstacles=np.zeros((0, 4)),
         obstacle_is_rect=np.zeros(0, np.bool_), obstacle_loss_db=np.zeros(0),
         model=np.array([PL0, N_EXP, 0.0]), seed=1,
-    )  # fmt: skip
+    )[:, order]  # fmt: skip
     power_mw = 10.0 ** (power_dbm / 10.0)
     noise = np.full((1, 3), _noise_mw())
     direct, echo, overlaps = sweep.sweep(

@@ -97,61 +97,64 @@ def airtime(mode: U8, nbytes: I64) -> F8:
 
 @njit(cache=True)
 def _ordered(
-    order: I64,
-    t: F8,
-    offsets: U32,
-    mode: U8,
-    link: tuple[F4, F4, F4, U32],
-    head: F8,
-    per_byte: F8,
-    rate: F8,
-) -> tuple[F8, F8, U8, F4, F4, F4, U32, bool]:
+    order: I64, t: F8, offsets: U32, mode: U8, meter: U32, head: F8, per_byte: F8, rate: F8
+) -> tuple[F8, F8, U8, U32, bool]:
     n = order.size
-    tx, x, y, meter = link
     t_out, end = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
     mode_out, meter_out = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint32)
-    tx_out = np.empty(n, dtype=np.float32)
-    x_out, y_out = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
-    ties = False
-    for a in range(n):  # two loops: fewer streams at a time keep more loads in flight
+    for a in range(n):
         i = order[a]
         m = mode[i]
         t_out[a] = t[i]
         nbytes = np.int64(offsets[i + 1]) - np.int64(offsets[i])
         end[a] = t[i] + (head[m] + per_byte[m] * nbytes) / rate[m]
         mode_out[a] = m
-    for a in range(n):
-        i = order[a]
-        tx_out[a], x_out[a], y_out[a], meter_out[a] = tx[i], x[i], y[i], meter[i]
+        meter_out[a] = meter[i]
+    ties = False
     for a in range(1, n):
         if t_out[a] == t_out[a - 1]:
             ties = True
             break
-    return t_out, end, mode_out, tx_out, x_out, y_out, meter_out, ties
+    return t_out, end, mode_out, meter_out, ties
+
+
+@njit(cache=True)
+def _take_link(order: I64, tx: F4, x: F4, y: F4) -> tuple[F4, F4, F4]:
+    n = order.size
+    tx_out = np.empty(n, dtype=np.float32)
+    x_out, y_out = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    for a in range(n):
+        i = order[a]
+        tx_out[a], x_out[a], y_out[a] = tx[i], x[i], y[i]
+    return tx_out, x_out, y_out
 
 
 def ordered_frames(
-    order: I64, t_start: F8, offsets: U32, mode: U8, *, tx_dbm: F4, x: F4, y: F4, meter: U32
-) -> tuple[F8, F8, U8, F4, F4, F4, U32, bool]:
-    """Return the columns of frames ``order[0], order[1], ...`` in one pass, airtime added.
+    order: I64, t_start: F8, offsets: U32, mode: U8, meter: U32
+) -> tuple[F8, F8, U8, U32, bool]:
+    """Return start, end (start + airtime, s), mode and meter of frames ``order[0], ...``.
 
-    Returns:
-        start (s), end (start + airtime, s), mode, tx_dbm, x, y, meter in that order, and a
-        flag telling whether two consecutive start times are equal (the caller then needs a
-        stable order).
+    One pass for what numpy does in several gathers; the flag tells whether two consecutive
+    start times are equal (the caller then needs a stable order).
     """
-    same_size(t_start, mode, offsets[1:], tx_dbm, x, y, meter)
+    same_size(t_start, mode, offsets[1:], meter)
     want(t_start, np.float64, "t_start")
     want(offsets, np.uint32, "offsets")
     want(mode, np.uint8, "mode")
-    for arr, name in ((tx_dbm, "tx_dbm"), (x, "x"), (y, "y")):
-        want(arr, np.float32, name)
     want(meter, np.uint32, "meter")
     _check_order(order, t_start.size)
     if mode.size and int(mode.max()) >= physics.N_MODES:
         raise ValueError(f"mode {int(mode.max())} is not 0 (S1), 1 (T1) or 2 (C1)")
-    link = (tx_dbm, x, y, meter)
-    return _ordered(order, t_start, offsets, mode, link, HEAD_CHIPS, CHIPS_PER_BYTE, CHIP_RATE)
+    return _ordered(order, t_start, offsets, mode, meter, HEAD_CHIPS, CHIPS_PER_BYTE, CHIP_RATE)
+
+
+def ordered_links(order: I64, tx_dbm: F4, x: F4, y: F4) -> tuple[F4, F4, F4]:
+    """Return transmit power (dBm) and position (m) of frames ``order[0], order[1], ...``."""
+    same_size(tx_dbm, x, y)
+    for arr, name in ((tx_dbm, "tx_dbm"), (x, "x"), (y, "y")):
+        want(arr, np.float32, name)
+    _check_order(order, tx_dbm.size)
+    return _take_link(order, tx_dbm, x, y)
 
 
 def _check_order(order: I64, n: int) -> None:

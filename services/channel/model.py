@@ -36,6 +36,7 @@ from smtestbed.services.channel.kernels import (
     corrupt,
     interferer_power_mw,
     ordered_frames,
+    ordered_links,
     received_power_dbm,
 )
 from smtestbed.services.channel.sweep import DELIVERED, OUTCOMES, decide, sweep_sorted
@@ -49,6 +50,7 @@ INPUT_COLUMNS = {
     "meter": "I",
 }
 COUNTER_NAMES = ("delivered", "corrupted", *OUTCOMES[1:])
+LINK_COLUMNS = 3  # tx power, x and y: put in time order instead of more receivers' power rows
 
 
 class ChannelInputError(ProtocolError):
@@ -113,9 +115,6 @@ class Ordered:
     batch: I64
     t_start: F8
     end: F8
-    tx_dbm: F4
-    x: F4
-    y: F4
     mode: U8
     meter: U32
 
@@ -127,15 +126,17 @@ class Ordered:
         floats; ties, rare in real send times, fall back to the stable sort, so the order
         (and with it every sum the sweep adds up) never depends on the sorting algorithm.
         """
-        order = np.argsort(frames.t_start)
-        columns = _ordered_columns(order, frames)
-        if columns[-1]:
-            order = np.argsort(frames.t_start, kind="stable")
-            columns = _ordered_columns(order, frames)
-        t_start, end, mode, tx_dbm, x, y, meter, _ties = columns
-        return cls(
-            batch=order, t_start=t_start, end=end, tx_dbm=tx_dbm, x=x, y=y, mode=mode, meter=meter
+        f = frames
+        order = np.argsort(f.t_start)
+        t_start, end, mode, meter, ties = ordered_frames(
+            order, f.t_start, f.offsets, f.mode, f.meter
         )
+        if ties:
+            order = np.argsort(f.t_start, kind="stable")
+            t_start, end, mode, meter, _ = ordered_frames(
+                order, f.t_start, f.offsets, f.mode, f.meter
+            )
+        return cls(batch=order, t_start=t_start, end=end, mode=mode, meter=meter)
 
     def end_order(self) -> I64:
         """Return the rows ordered by end time, equal ends in batch order."""
@@ -177,19 +178,6 @@ class ForcedCollisions:
             else:
                 del self.per_meter[m]
         return forced
-
-
-def _ordered_columns(order: I64, frames: Frames) -> tuple[F8, F8, U8, F4, F4, F4, U32, bool]:
-    return ordered_frames(
-        order,
-        frames.t_start,
-        frames.offsets,
-        frames.mode,
-        tx_dbm=frames.tx_dbm,
-        x=frames.x,
-        y=frames.y,
-        meter=frames.meter,
-    )
 
 
 def time_order(times: F8) -> I64:
@@ -295,7 +283,7 @@ class ChannelModel:
         """Run one window; raise ChannelInputError when the batch is malformed."""
         frames = Frames.from_batch(batch)
         ordered = Ordered.of(frames)
-        power_dbm = self._power_dbm(ordered)
+        power_dbm = self._power_dbm(frames, ordered)
         outcome, ber = self._fates(ordered, power_dbm)
         rows, cols = deliveries(outcome, ordered.end_order())
         out_off, out_data, errors = corrupt(
@@ -319,12 +307,23 @@ class ChannelModel:
         out = FrameBatch.from_buffers(out_off, out_data, meta, columns)
         return WindowResult(batch=out, counters=self._counters(batch, outcome, rows, errors))
 
-    def _power_dbm(self, frames: Ordered) -> F8:
+    def _power_dbm(self, frames: Frames, ordered: Ordered) -> F8:
+        """Return the received power (dBm), (receivers, frames in start order).
+
+        Whichever is fewer is put in start order: the links' transmit power and position
+        (then the power comes out in order), or each receiver's row of power.
+        """
+        links = len(self.names) > LINK_COLUMNS
+        if links:
+            tx_dbm, x, y = ordered_links(ordered.batch, frames.tx_dbm, frames.x, frames.y)
+            meter = ordered.meter
+        else:
+            tx_dbm, x, y, meter = frames.tx_dbm, frames.x, frames.y, frames.meter
         power = received_power_dbm(
-            frames.tx_dbm,
-            frames.x,
-            frames.y,
-            frames.meter,
+            tx_dbm,
+            x,
+            y,
+            meter,
             receivers=self._rx,
             obstacles=self._box,
             obstacle_is_rect=self._rect,
@@ -332,6 +331,8 @@ class ChannelModel:
             model=self._model,
             seed=self.scene.seed,
         )
+        if not links:
+            power = np.ascontiguousarray(power[:, ordered.batch])
         extra = np.array([self.faults[n].extra_loss_db for n in self.names])
         if extra.any():
             power -= extra[:, None]

@@ -1,9 +1,13 @@
 """Numba kernels of the collision sweep and of each frame's fate at each receiver.
 
 Frames are visited in start-time order (the caller sorts with numpy); for each frame the sweep
-looks ahead only while later frames can still overlap it or its echoes, so its cost is the
-number of frames plus the number of overlapping pairs. Two frames interfere when their
-airtimes overlap on the same channel (T1 and C1 share 868.95 MHz; S1 is at 868.3 MHz).
+looks ahead only while later frames can still overlap it or its echoes. Which pairs overlap
+does not depend on the receiver, so each pair is found once and its sums are added at every
+receiver in one loop over a frame-major (frames, receivers) copy of the powers: the cost is
+the frames plus the overlapping pairs times the receivers, the inner loop branch-free (a
+signal under a receiver's floor adds exact zeros), so every sum keeps the terms and the order
+of a per-receiver sweep. Two frames interfere when their airtimes overlap on the same channel
+(T1 and C1 share 868.95 MHz; S1 is at 868.3 MHz).
 """
 
 from __future__ import annotations

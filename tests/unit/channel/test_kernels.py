@@ -312,39 +312,40 @@ def test_ber_is_half_exp_of_half_ebn0() -> None:
     assert physics.ber_fsk_noncoherent(10.0) == pytest.approx(3.369e-3, rel=1e-3)
 
 
-def test_ordered_frames_gathers_every_column_and_adds_airtime() -> None:
-    """Each column of order[0], order[1], ... and start + airtime equal a per-frame loop."""
+def test_ordered_frames_gathers_the_columns_and_adds_airtime() -> None:
+    """Start, start + airtime, mode and meter of order[0], order[1], ... equal a per-frame loop."""
     f = _random_frames(300)
     offsets = np.concatenate([[0], np.cumsum(f["nbytes"])]).astype(np.uint32)
     start = np.random.default_rng(7).uniform(0, 2.0, 300)
     order = np.argsort(start)
-    got = kernels.ordered_frames(
-        order, start, offsets, f["mode"], tx_dbm=f["tx"], x=f["x"], y=f["y"], meter=f["meter"]
-    )
-    t, end, mode, tx, x, y, meter, ties = got
+    t, end, mode, meter, ties = kernels.ordered_frames(order, start, offsets, f["mode"], f["meter"])
     want_end = [start[i] + physics.airtime_s(int(f["mode"][i]), int(f["nbytes"][i])) for i in order]
     assert t.tolist() == start[order].tolist()
     assert end.tolist() == want_end
     assert mode.tolist() == f["mode"][order].tolist()
-    for column, name in ((tx, "tx"), (x, "x"), (y, "y"), (meter, "meter")):
-        assert column.tolist() == f[name][order].tolist()
+    assert meter.tolist() == f["meter"][order].tolist()
     assert not ties
 
 
 def test_ordered_frames_flags_equal_start_times() -> None:
     """Two frames starting at the same time set the ties flag."""
-    zeros = np.zeros(3, np.float32)
     *_columns, ties = kernels.ordered_frames(
         np.array([0, 1, 2]),
         np.array([0.5, 0.5, 1.0]),
         np.array([0, 20, 40, 60], np.uint32),
         np.ones(3, np.uint8),
-        tx_dbm=zeros,
-        x=zeros,
-        y=zeros,
-        meter=np.arange(3, dtype=np.uint32),
+        np.arange(3, dtype=np.uint32),
     )
     assert ties
+
+
+def test_ordered_links_gathers_power_and_position() -> None:
+    """Transmit power, x and y come out in the given order."""
+    f = _random_frames(200)
+    order = np.random.default_rng(3).permutation(200)
+    got = kernels.ordered_links(order, f["tx"], f["x"], f["y"])
+    for column, name in zip(got, ("tx", "x", "y"), strict=True):
+        assert column.tolist() == f[name][order].tolist()
 
 
 @pytest.mark.parametrize("echoes", [(), ((2e-5, 0.1), (3e-3, 0.01))])

@@ -234,3 +234,10 @@ def test_a_negative_interference_margin_is_a_config_error() -> None:
     """interference_margin_db below 0 is refused naming the field."""
     with pytest.raises(ConfigError, match="interference_margin_db"):
         scene_from_config(ChannelConfig(interference_margin_db=-1.0))
+
+
+def test_frames_starting_together_are_all_processed_in_time_order() -> None:
+    """Equal start times (S1 and T1 side by side) deliver every frame, ordered by end time."""
+    batch = frames_batch([0.0, 0.0, 5.0, 5.0], mode=[0, 1, 0, 1])
+    out = ideal().process(batch).batch
+    assert column(out, "meter").tolist() == [1, 0, 3, 2]  # the T1 frame ends first
