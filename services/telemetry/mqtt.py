@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -50,6 +51,9 @@ class EmbeddedBroker:
         self.host = host
         self.port = port
         self._broker: Any = None
+        # amqtt and its state machine log every transition at INFO through stdlib logging
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     async def start(self) -> int:
         """Start listening; return the bound port."""
