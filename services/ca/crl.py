@@ -60,8 +60,12 @@ def build_crl(
         this_update: issuing time (UTC); nextUpdate is ``this_update + validity``.
     """
     ski = issuer.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    # The entries go in through the constructor: add_revoked_certificate copies
+    # the list on each call, which makes 10^5 entries take minutes instead of seconds.
     builder = (
-        x509.CertificateRevocationListBuilder()
+        x509.CertificateRevocationListBuilder(
+            revoked_certificates=[_entry(s, when, REASONS[reason]) for s, when, reason in revoked]
+        )
         .issuer_name(issuer.certificate.subject)
         .last_update(this_update)
         .next_update(this_update + validity)
@@ -70,8 +74,6 @@ def build_crl(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     )
-    for serial, when, reason in revoked:
-        builder = builder.add_revoked_certificate(_entry(serial, when, REASONS[reason]))
     return builder.sign(issuer.key, hash_for(issuer.key))
 
 

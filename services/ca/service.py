@@ -8,7 +8,7 @@ authority reports ``ca.cert_issued``, ``ca.cert_revoked``,
 ``ca.crl_published`` and ``ca.request_refused``; the service publishes them.
 
 Signing happens in the event loop (a certificate takes about a millisecond);
-a CRL with 10^5 entries blocks it for about a second (see ``benchmarks/pki.py``).
+a CRL with 10^5 entries blocks it for about 1.6 s (see ``benchmarks/pki.py``).
 """
 
 from __future__ import annotations

@@ -156,6 +156,10 @@ class CaStore:
     def _connect(cls, folder: Path) -> CaStore:
         try:
             db = sqlite3.connect(folder / DB_FILE, isolation_level=None, timeout=10.0)
+            # WAL: one fsync per commit instead of several; readers (the service
+            # answering GET /crl) never wait for the CLI writing, nor vice versa.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise CaError(f"{folder / DB_FILE}: {exc}") from exc
