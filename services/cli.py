@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "supervisor": ("smtestbed.services.supervisor.cli:group", "supervisor settings"),
     "sample": ("smtestbed.services.sample.cli:group", "run the sample service"),
     "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
+    "ca": ("smtestbed.services.ca.cli:group", "the SM-PKI CA: run it, or work on a CA directory"),
     "channel": ("smtestbed.services.channel.cli:group", "run the radio channel"),
     "gateway": ("smtestbed.services.gateway.cli:group", "run smart meter gateway instances"),
     "sensorfarm": (
