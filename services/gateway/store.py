@@ -95,6 +95,7 @@ CREATE INDEX emt_queue_pending ON emt_queue (emt, id) WHERE delivered IS NULL;
 """
 
 _INSERT_READING = "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_FRESH = _INSERT_READING + " ON CONFLICT (frame_digest) DO NOTHING"
 _INSERT_VALUE = "INSERT INTO reading_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_STATE = """
 INSERT INTO meter_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter) DO UPDATE SET
@@ -269,31 +270,17 @@ class Store:
         """
         rows = [reading_row(r, i) for i, r in enumerate(readings)]
         with self.transaction() as db:
-            known = _stored_digests(db, [row[4] for row in rows])
-            next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
-            ids: list[int | None] = []
-            for row in rows:
-                if row[4] in known:
-                    ids.append(None)
-                    continue
-                known.add(row[4])
-                ids.append(next_id)
-                next_id += 1
-            states = self._write(db, readings, rows, ids)
+            ids = _insert_readings(db, rows)
+            states = self._write(db, readings, ids)
         self._states.update(states)
         return ids
 
     def _write(
-        self,
-        db: sqlite3.Connection,
-        readings: Sequence[Reading],
-        rows: list[tuple[Any, ...]],
-        ids: list[int | None],
+        self, db: sqlite3.Connection, readings: Sequence[Reading], ids: list[int | None]
     ) -> dict[str, MeterState]:
-        new = [(i, r, row) for i, r, row in zip(ids, readings, rows, strict=True) if i is not None]
-        db.executemany(_INSERT_READING, [(i, *row) for i, _, row in new])
+        new = [(i, r) for i, r in zip(ids, readings, strict=True) if i is not None]
         db.executemany(_INSERT_VALUE, _value_rows(new))
-        states = _next_states(self._states, [r for _, r, _ in new])
+        states = _next_states(self._states, [r for _, r in new])
         db.executemany(_UPSERT_STATE, [_state_row(m, s) for m, s in states.items()])
         return states
 
@@ -442,6 +429,36 @@ def _bounds(t0: float | None, t1: float | None) -> tuple[float, float]:
     return (-float("inf") if t0 is None else t0, float("inf") if t1 is None else t1)
 
 
+def _insert_readings(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int | None]:
+    """Insert the reading rows not stored before; return each one's id, None for a duplicate.
+
+    The common batch holds no duplicate: all rows go in with one statement whose unique
+    digest index finds any. Only when it found one is the batch inserted again row by row
+    after a look-up of the stored digests.
+    """
+    first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
+    db.execute("SAVEPOINT fresh")
+    before = db.total_changes
+    db.executemany(_INSERT_FRESH, [(first + k, *row) for k, row in enumerate(rows)])
+    if db.total_changes - before == len(rows):
+        db.execute("RELEASE fresh")
+        return list(range(first, first + len(rows)))
+    db.execute("ROLLBACK TO fresh")
+    db.execute("RELEASE fresh")
+    known = _stored_digests(db, [row[4] for row in rows])
+    ids: list[int | None] = []
+    for row in rows:
+        if row[4] in known:
+            ids.append(None)
+            continue
+        known.add(row[4])
+        ids.append(first)
+        first += 1
+    new = [(i, *row) for i, row in zip(ids, rows, strict=True) if i is not None]
+    db.executemany(_INSERT_READING, new)
+    return ids
+
+
 def _stored_digests(db: sqlite3.Connection, digests: list[bytes]) -> set[bytes]:
     found: set[bytes] = set()
     for k in range(0, len(digests), _DIGEST_CHUNK):
@@ -452,8 +469,8 @@ def _stored_digests(db: sqlite3.Connection, digests: list[bytes]) -> set[bytes]:
     return found
 
 
-def _value_rows(new: list[tuple[int, Reading, Any]]) -> Iterator[tuple[Any, ...]]:
-    for rid, reading, _ in new:
+def _value_rows(new: list[tuple[int, Reading]]) -> Iterator[tuple[Any, ...]]:
+    for rid, reading in new:
         for pos, v in enumerate(reading.values):
             yield (rid, pos, v.quantity, v.unit, float(v.value), *_value_key_tail(v))
 
