@@ -36,6 +36,10 @@ class CaConfig(ServiceConfig):
     crl_renew_before_s: float = doc(3600.0, "publish a new CRL this long before nextUpdate, s")
     crl_check_s: float = doc(60.0, "simulated time between checks for CRLs due, s")
     token_ttl_s: float = doc(7 * 86400.0, "lifetime of enrolment tokens, s")
+    ldap_url: str = doc("", "publish certificates and CRLs to this LDAP server (empty: off)")
+    ldap_base_dn: str = doc("dc=pki,dc=test,dc=example", "LDAP subtree the CA publishes under")
+    ldap_bind_dn: str = doc("cn=admin,dc=pki,dc=test,dc=example", "LDAP account that writes")
+    ldap_password: str = doc("", "password of ldap_bind_dn (SMTB_CA_LDAP_PASSWORD)")
 
     def policy(self) -> Policy:
         """Return the authority's operating settings."""

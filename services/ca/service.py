@@ -24,6 +24,8 @@ from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.ca.authority import Authority
 from smtestbed.services.ca.config import CaConfig
 from smtestbed.services.ca.http import make_app
+from smtestbed.services.ca.ldap import LdapPublisher
+from smtestbed.services.ca.publishing import LdapMirror
 from smtestbed.services.ca.state import DB_FILE
 
 __all__ = ["CaService"]
@@ -47,6 +49,7 @@ class CaService(Service):
         self.cfg = config
         self.port = config.port
         self._counts = dict.fromkeys(_COUNTED.values(), 0)
+        self._mirror: LdapMirror | None = None
 
     def now(self) -> datetime:
         """Return the simulation clock as an aware UTC datetime."""
@@ -55,6 +58,15 @@ class CaService(Service):
     async def run(self, ready: Ready) -> None:
         """Open the CA, serve HTTP, then keep the CRLs fresh until cancelled."""
         authority = self._open()
+        if self.cfg.ldap_url:
+            publisher = LdapPublisher(
+                self.cfg.ldap_url,
+                self.cfg.ldap_base_dn,
+                self.cfg.ldap_bind_dn,
+                self.cfg.ldap_password,
+            )
+            self._mirror = LdapMirror(publisher, authority)
+            self._mirror.publish_all()
         runner = web.AppRunner(make_app(authority, admin_secret=self.cfg.admin_secret))
         try:
             await runner.setup()
@@ -94,10 +106,16 @@ class CaService(Service):
     def _publish(self, kind: str, body: dict[str, Any]) -> None:
         self._counts[_COUNTED[kind]] += 1
         self.bus.publish(kind, body)
+        if self._mirror is not None:
+            self._mirror.on_event(kind, body)
 
     def counters(self) -> dict[str, int]:
         """Return certificates issued and revoked, CRLs published, requests refused."""
-        return dict(self._counts)
+        out = dict(self._counts)
+        if self._mirror is not None:
+            out["ldap_published"] = self._mirror.published
+            out["ldap_failed"] = self._mirror.failed
+        return out
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:
