@@ -32,6 +32,7 @@ QUALIFIERS = {0x3B: "_positive", 0x3C: "_negative", 0x40: "_lower_limit", 0x48: 
 """Suffix of the quantity name for each qualifying orthogonal VIFE."""
 
 MAX_LAYOUTS = 256
+_NO_RAW = -(2**64)  # below any field of at most 8 bytes: no value read yet
 _INT_TYPES = frozenset(
     {DataType.INT8, DataType.INT16, DataType.INT24, DataType.INT32, DataType.INT48, DataType.INT64}
 )
@@ -66,6 +67,7 @@ class _Layout:
     expected: tuple[bytes, ...]
     fields: Callable[[bytes], tuple[bytes, ...]]
     slots: tuple[_Slot, ...]
+    recent: list[tuple[int, Value]]  # per slot the last (raw integer, value) read
 
 
 def _getter(spans: list[tuple[int, int]]) -> Callable[[bytes], tuple[bytes, ...]]:
@@ -134,7 +136,8 @@ def _layout(plain: bytes, block: DataBlock) -> _Layout:
         pos = end
     skeleton.append((pos, len(plain)))
     get = _getter(skeleton)
-    return _Layout(len(plain), get, get(plain), _getter(fields), tuple(slots))
+    recent = [(_NO_RAW, _value(slot, 0.0)) for slot in slots]
+    return _Layout(len(plain), get, get(plain), _getter(fields), tuple(slots), recent)
 
 
 class RecordLayouts:
@@ -200,13 +203,25 @@ def _value(slot: _Slot, number: float) -> Value:
 
 
 def _read(layout: _Layout, plain: bytes) -> tuple[Value, ...]:
-    """Read the values of ``plain`` through its layout."""
+    """Read the values of ``plain`` through its layout.
+
+    A register whose integer field holds what it held when last read (a counter at rest,
+    an unused tariff) gets the same, immutable, value object again.
+    """
     out = []
-    for slot, data in zip(layout.slots, layout.fields(plain), strict=True):
+    recent = layout.recent
+    for k, (slot, data) in enumerate(zip(layout.slots, layout.fields(plain), strict=True)):
         if slot.integer:
-            raw: object = int.from_bytes(data, "little", signed=True)
-        else:
-            raw = decode_field(slot.data_type, data)
+            number = int.from_bytes(data, "little", signed=True)
+            last = recent[k]
+            if last[0] == number:
+                out.append(last[1])
+                continue
+            value = _value(slot, number * slot.multiplier / slot.divisor)
+            recent[k] = (number, value)
+            out.append(value)
+            continue
+        raw = decode_field(slot.data_type, data)
         if not isinstance(raw, int | float):
             raise ProtocolError(
                 f"{slot.quantity} field {data.hex()} is not a number", reason="malformed_record"
