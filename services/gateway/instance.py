@@ -71,7 +71,7 @@ class GatewayInstance:
         self.registry = Registry(self.store)
         self.key = load_or_create_key(folder / "keys")
         self.logs = LogSet(folder / "logs", self.key)
-        self.pipeline = Pipeline(self.registry.get, self.store.state, limits or Plausibility())
+        self.pipeline = Pipeline(self.registry.get, self.store.last_state, limits or Plausibility())
         self.counters = InstanceCounters()
 
     def ingest(self, frames: Sequence[tuple[bytes, float]]) -> IngestResult:

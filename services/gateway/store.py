@@ -301,6 +301,13 @@ class Store:
             counters=dict(found.counters),
         )
 
+    def last_state(self, meter: str) -> MeterState | None:
+        """Return :meth:`state` without copying: the store's own object, not to be changed.
+
+        For measurement processing, which reads a meter's state once per frame.
+        """
+        return self._states.get(meter)
+
     def readings(
         self, meter: str, t0: float | None = None, t1: float | None = None, limit: int = 10_000
     ) -> list[tuple[int, Reading]]:
