@@ -54,6 +54,12 @@ CA_CRL_PUBLISHED = "ca.crl_published"
 CA_REQUEST_REFUSED = "ca.request_refused"
 WAN_TLS_REFUSED = "wan.tls_refused"
 
+# -- events: TAF delivery to the EMTs ------------------------------------------
+GATEWAY_EMT_DELIVERED = "gateway.emt_delivered"
+GATEWAY_EMT_DELIVERY_FAILED = "gateway.emt_delivery_failed"
+EMT_DELIVERY_ACCEPTED = "emt.delivery_accepted"
+EMT_DELIVERY_REFUSED = "emt.delivery_refused"
+
 # -- simulation plane --------------------------------------------------------
 FRAME_BATCH = "sim.frames"
 RECEIVED_BATCH = "sim.received"
@@ -88,6 +94,7 @@ GATEWAY_EMT_QUEUE = "gateway.emt_queue"
 GATEWAY_EMT_ACK = "gateway.emt_ack"
 GATEWAY_READ_LOG = "gateway.read_log"
 GATEWAY_PUSH_UPDATE = "gateway.push_update"
+EMT_RECORDS = "emt.records"
 
 EVENTS: frozenset[str] = frozenset(
     {
@@ -120,6 +127,10 @@ EVENTS: frozenset[str] = frozenset(
         CA_CRL_PUBLISHED,
         CA_REQUEST_REFUSED,
         WAN_TLS_REFUSED,
+        GATEWAY_EMT_DELIVERED,
+        GATEWAY_EMT_DELIVERY_FAILED,
+        EMT_DELIVERY_ACCEPTED,
+        EMT_DELIVERY_REFUSED,
         FRAME_BATCH,
         RECEIVED_BATCH,
     }
@@ -156,6 +167,7 @@ REQUESTS: frozenset[str] = frozenset(
         GATEWAY_EMT_ACK,
         GATEWAY_READ_LOG,
         GATEWAY_PUSH_UPDATE,
+        EMT_RECORDS,
     }
 )
 
