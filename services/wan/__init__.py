@@ -1,0 +1,1 @@
+"""WAN market participants: the gateway administrator (GWA) and external market participants (EMT)."""
