@@ -53,6 +53,8 @@ CA_CERT_REVOKED = "ca.cert_revoked"
 CA_CRL_PUBLISHED = "ca.crl_published"
 CA_REQUEST_REFUSED = "ca.request_refused"
 WAN_TLS_REFUSED = "wan.tls_refused"
+WAN_ADMIN_REFUSED = "wan.admin_refused"
+WAN_CRL_UPDATED = "wan.crl_updated"
 
 # -- events: TAF delivery to the EMTs ------------------------------------------
 GATEWAY_EMT_DELIVERED = "gateway.emt_delivered"
@@ -127,6 +129,8 @@ EVENTS: frozenset[str] = frozenset(
         CA_CRL_PUBLISHED,
         CA_REQUEST_REFUSED,
         WAN_TLS_REFUSED,
+        WAN_ADMIN_REFUSED,
+        WAN_CRL_UPDATED,
         GATEWAY_EMT_DELIVERED,
         GATEWAY_EMT_DELIVERY_FAILED,
         EMT_DELIVERY_ACCEPTED,
