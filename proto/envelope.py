@@ -11,6 +11,7 @@ packed envelope. Big payloads follow as extra raw frames (see ``batch``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +120,12 @@ def _check_keys(raw: dict[str, Any]) -> None:
         raise EnvelopeError(f"seq must be an int >= 0, got {seq!r}", reason="bad_seq")
     for key in ("t_sim", "t_wall"):
         value = raw[key]
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise EnvelopeError(f"{key} must be a number, got {value!r}", reason="bad_time")
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise EnvelopeError(f"{key} must be a finite number, got {value!r}", reason="bad_time")
 
 
 def validate_event(topic: bytes, wire: bytes) -> str:

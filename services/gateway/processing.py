@@ -558,13 +558,18 @@ def received_frames(batch: FrameBatch) -> Iterator[tuple[bytes, float]]:
     """Yield (frame, t_rx) of a ``sim.received`` batch, t_rx (s) being the receive time.
 
     Raises:
-        ProtocolError: the batch has no ``t_rx`` column.
+        ProtocolError: the batch has no ``t_rx`` column, or a receive time is not finite
+            (checked for the whole batch before the first frame is handed out).
     """
     times = batch.columns.get("t_rx")
     if times is None:
         raise ProtocolError("sim.received batch lacks the t_rx column", reason="batch_column")
+    values = [float(t) for t in times]
+    bad = next((i for i, t in enumerate(values) if not math.isfinite(t)), None)
+    if bad is not None:
+        raise ProtocolError(f"t_rx of frame {bad} is {values[bad]}", reason="batch_value")
     for index, frame in enumerate(batch):
-        yield bytes(frame), float(times[index])
+        yield bytes(frame), values[index]
 
 
 def check_reading(

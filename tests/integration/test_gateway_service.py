@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -637,3 +638,21 @@ def test_a_received_batch_without_t_rx_is_refused_and_ingest_goes_on(bed: Bed) -
     body, readings = run(bed, scenario)
     assert [(m, t) for m, _, t in body["readings"]] == [(meter, T0 - 5.0)]
     assert [(r["t_sim"], r["values"][0]["value"]) for r in readings] == [(T0 - 5.0, 700.0)]
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan], ids=["inf", "nan"])
+def test_non_finite_receive_time_refuses_the_batch_and_ingest_goes_on(bed: Bed, bad: float) -> None:
+    """A sim.received batch with a t_rx of inf or NaN stores nothing; the gateway lives on."""
+    meter = "10000007" if math.isinf(bad) else "10000008"
+    good = wmbus_frame(meter, access=1, energy=800)
+
+    async def scenario(client: BusClient, pusher: BatchPusher, sub: Subscription) -> Any:
+        await gw(client, topics.GATEWAY_ADD_METER, meter_params(meter))
+        before = await gw(client, topics.GATEWAY_READINGS, {"meter": meter})
+        await pusher.send(received_batch([good], [bad]), t_sim=T0, kind=topics.RECEIVED_BATCH)
+        body = await accepted(sub, pusher, good, T0 - 5.0)
+        return before, body
+
+    before, body = run(bed, scenario)
+    assert before == []
+    assert [(m, t) for m, _, t in body["readings"]] == [(meter, T0 - 5.0)]
