@@ -20,6 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
     "ca": ("smtestbed.services.ca.cli:group", "the SM-PKI CA: run it, or work on a CA directory"),
     "channel": ("smtestbed.services.channel.cli:group", "run the radio channel"),
+    "fuzz": (
+        "smtestbed.services.campaigns.fuzz_cli:command",
+        "fuzz a decoder, the wired slave or the gateway's LMN input",
+    ),
+    "load": (
+        "smtestbed.services.campaigns.load_cli:command",
+        "load campaign: farm, channel and gateway against pure ALOHA",
+    ),
     "gateway": ("smtestbed.services.gateway.cli:group", "run smart meter gateway instances"),
     "sensorfarm": (
         "smtestbed.services.sensorfarm.cli:group",
