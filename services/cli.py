@@ -14,6 +14,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("smtestbed.services.broker.cli:group", "run the bus broker"),
     "bus": ("smtestbed.services.broker.cli:bus", "tap, record and replay bus events"),
     "status": ("smtestbed.services.broker.cli:status", "list the services on the bus"),
+    "telemetry": (
+        "smtestbed.services.telemetry.cli:group",
+        "MQTT, Prometheus and web dashboard",
+    ),
+    "top": ("smtestbed.services.telemetry.cli:top", "the testbed at a glance in the terminal"),
     "up": ("smtestbed.services.supervisor.cli:up", "start a testbed from a configuration"),
     "supervisor": ("smtestbed.services.supervisor.cli:group", "supervisor settings"),
     "sample": ("smtestbed.services.sample.cli:group", "run the sample service"),
