@@ -17,7 +17,15 @@ import numpy.typing as npt
 from numba import njit
 from smtestbed.services.sensorfarm.aes import ROUND_KEY_WORDS, _expand, _load
 from smtestbed.services.sensorfarm.schema import N_VALUES
-from smtestbed.services.sensorfarm.telegrams import _FRAME_SIZES, _telegram
+from smtestbed.services.sensorfarm.telegrams import (
+    _FRAME_SIZES,
+    _bcd,
+    _frame_a,
+    _head,
+    _records,
+    _seal5,
+    _seal7,
+)
 from smtestbed.services.sensorfarm.templates import template_table
 
 
@@ -88,14 +96,27 @@ def _rows_chunk(
     scratch = np.zeros(256, dtype=np.uint8)
     derived = np.empty(ROUND_KEY_WORDS, dtype=np.uint32)
     ident, m_field, ver, dev, kind, security = cols
+    tdata, tlen, slots, scale = tables
     for j in range(lo, hi):
         r = rows[j]
-        head = (np.int64(ident[r]), np.int64(m_field[r]), np.int64(ver[r]), np.int64(dev[r]))
-        _telegram(
-            t, scratch, derived, head, np.int64(kind[r]), np.int64(security[r]),
-            np.int64(access[j]), np.int64(counter[j]), values[r], round_keys[r], tables, out,
-            offsets[j],
-        )  # fmt: skip
+        mode, acc = np.int64(security[r]), np.int64(access[j])
+        bcd = _bcd(np.int64(ident[r]))
+        apl = _head(t, mode, np.int64(m_field[r]), bcd, np.int64(ver[r]), np.int64(dev[r]), acc)
+        start = apl if mode == 0 else apl + 2
+        if mode != 0:
+            t[apl], t[apl + 1] = 0x2F, 0x2F
+        end = _records(t, start, np.int64(kind[r]), values[r], tdata, tlen, slots, scale)
+        if mode != 0:
+            blocks = (end - apl + 15) // 16
+            t[end : apl + 16 * blocks] = 0x2F
+            end = apl + 16 * blocks
+            t[apl - (3 if mode == 7 else 2)] = blocks << 4
+            if mode == 5:
+                _seal5(t, apl, blocks, round_keys[r], acc)
+            else:
+                _seal7(t, apl, end, blocks, round_keys[r], np.int64(counter[j]), scratch, derived)
+        t[0] = end - 1
+        _frame_a(t, end, out, offsets[j])
 
 
 @njit(cache=True)

@@ -105,8 +105,7 @@ def _records(
 ) -> Word:
     """Write a kind's records with ``values`` at ``t[p:]``; return the end offset."""
     size = tlen[kind]
-    for j in range(size):  # a byte loop: a slice copy costs more than these few bytes
-        t[p + j] = tdata[kind, j]
+    t[p : p + size] = tdata[kind, :size]
     for s in range(slots.shape[1]):
         width = slots[kind, s, 1]
         if width == 0:
@@ -207,43 +206,6 @@ def _frame_a(t: npt.NDArray[np.uint8], length: Word, out: npt.NDArray[np.uint8],
 
 
 @njit(cache=True)
-def _telegram(
-    t: npt.NDArray[np.uint8],
-    scratch: npt.NDArray[np.uint8],
-    derived: npt.NDArray[np.uint32],
-    head: Words,
-    kind: Word,
-    mode: Word,
-    acc: Word,
-    mcr: Word,
-    values: npt.NDArray[np.float64],
-    rk: npt.NDArray[np.uint32],
-    tables: tuple[
-        npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
-    ],
-    out: npt.NDArray[np.uint8],
-    o: Word,
-) -> None:
-    """Build one frame at ``out[o:]``; ``head`` is (ident, M, version, device type)."""
-    apl = _head(t, mode, head[1], _bcd(head[0]), head[2], head[3], acc)
-    start = apl if mode == 0 else apl + 2
-    if mode != 0:
-        t[apl], t[apl + 1] = 0x2F, 0x2F
-    end = _records(t, start, kind, values, tables[0], tables[1], tables[2], tables[3])
-    if mode != 0:
-        blocks = (end - apl + 15) // 16
-        t[end : apl + 16 * blocks] = 0x2F
-        end = apl + 16 * blocks
-        t[apl - (3 if mode == 7 else 2)] = blocks << 4
-        if mode == 5:
-            _seal5(t, apl, blocks, rk, acc)
-        else:
-            _seal7(t, apl, end, blocks, rk, mcr, scratch, derived)
-    t[0] = end - 1
-    _frame_a(t, end, out, o)
-
-
-@njit(cache=True)
 def _build_kernel(
     meters: npt.NDArray[np.int64],
     keys: npt.NDArray[np.uint8],
@@ -263,20 +225,32 @@ def _build_kernel(
     t = np.zeros(256, dtype=np.uint8)
     scratch = np.zeros(256, dtype=np.uint8)
     scratch_rk = np.empty(ROUND_KEY_WORDS, dtype=np.uint32)
+    rk = scratch_rk
     derived = np.empty(ROUND_KEY_WORDS, dtype=np.uint32)
-    tables = (tdata, tlen, slots, scale)
     for i in range(meters.shape[0]):
         row = meters[i]
-        rk = scratch_rk
-        if row[5] != 0 and round_keys.shape[0]:
-            rk = round_keys[i]
-        elif row[5] != 0:
-            _expand(keys[i], 0, scratch_rk)
-        head = (row[0], row[1], row[2], row[3])
-        _telegram(
-            t, scratch, derived, head, row[4], row[5], row[6], row[7], values[i], rk, tables,
-            out, offsets[i],
-        )  # fmt: skip
+        kind, mode, acc = row[4], row[5], row[6]
+        apl = _head(t, mode, row[1], _bcd(row[0]), row[2], row[3], acc)
+        start = apl if mode == 0 else apl + 2
+        if mode != 0:
+            t[apl], t[apl + 1] = 0x2F, 0x2F
+        end = _records(t, start, kind, values[i], tdata, tlen, slots, scale)
+        if mode != 0:
+            blocks = (end - apl + 15) // 16
+            t[end : apl + 16 * blocks] = 0x2F
+            end = apl + 16 * blocks
+            t[apl - (3 if mode == 7 else 2)] = blocks << 4
+            if round_keys.shape[0]:
+                rk = round_keys[i]
+            else:
+                _expand(keys[i], 0, scratch_rk)
+                rk = scratch_rk
+            if mode == 5:
+                _seal5(t, apl, blocks, rk, acc)
+            else:
+                _seal7(t, apl, end, blocks, rk, row[7], scratch, derived)
+        t[0] = end - 1
+        _frame_a(t, end, out, offsets[i])
 
 
 def _column(
