@@ -39,3 +39,16 @@ class GatewayConfig(ServiceConfig):
     serial_inputs: tuple[dict[str, Any], ...] = doc(
         (), "raw UART/RS-485 inputs of pushed telegrams and SML: {instance, url, baudrate}"
     )
+    wan_listen: str = doc("", "WAN TLS endpoint HOST:PORT for the GWA (empty: no WAN server)")
+    wan_instance: str = doc("", "instance the WAN endpoint belongs to (default: the first)")
+    wan_cert: str = doc("", "gateway TLS certificate (PEM, smgw-tls)")
+    wan_key: str = doc("", "its private key (PEM)")
+    wan_chain: tuple[str, ...] = doc((), "CA certificates sent after wan_cert (PEM)")
+    wan_trust: tuple[str, ...] = doc((), "trust anchors (SM-PKI root, PEM)")
+    wan_crls: tuple[str, ...] = doc((), "CRL files (PEM) of the peers' CAs and the root")
+    wan_crl_urls: tuple[str, ...] = doc((), "CA URLs GET /crl/<name>.crl, fetched periodically")
+    wan_crl_every_s: float = doc(3600.0, "simulated time between CRL fetches, s")
+    wan_groups: tuple[str, ...] = doc(
+        ("brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"), "ECDHE groups (and P-256/P-384)"
+    )
+    wan_handshake_timeout_s: float = doc(10.0, "wall time a TLS handshake may take, s")

@@ -22,7 +22,7 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services.gateway import api, integrity, lmn_serial, lmn_wired
+from smtestbed.services.gateway import api, integrity, lmn_serial, lmn_wired, wan
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
@@ -51,6 +51,7 @@ class Gateway(Service):
         self.instances: dict[str, GatewayInstance] = {}
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
+        self.wan: wan.WanServer | None = None
 
     def open_instances(self) -> None:
         """Open (or create) every instance's folder, store, keys and logs."""
@@ -85,9 +86,11 @@ class Gateway(Service):
         )
         try:
             self._register_api()
+            await self._start_wan()
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
             await asyncio.gather(
+                self.wan.run() if self.wan else asyncio.sleep(0),
                 self._ingest_forever(puller),
                 self._tariffs_forever(),
                 self._observe_forever(),
@@ -95,6 +98,8 @@ class Gateway(Service):
                 lmn_serial.run_inputs(raw),
             )
         finally:
+            if self.wan:
+                self.wan.close()
             puller.close()
             for inst in self.instances.values():
                 inst.close()
@@ -206,8 +211,25 @@ class Gateway(Service):
         self.bus.publish(kind, body)
         return body
 
+    async def _start_wan(self) -> None:
+        if self.cfg.wan_listen:
+            self.wan = wan.WanServer(
+                self.cfg,
+                handlers=self.api_handlers(),
+                instances=self.instances,
+                bus=self.bus,
+                clock=self.clock,
+                log=self.log,
+            )
+            await self.wan.start()
+
     def _register_api(self) -> None:
-        handlers: dict[str, Handler] = {
+        for method, handler in self.api_handlers().items():
+            self.bus.handle(method, self._wrap(handler))
+
+    def api_handlers(self) -> dict[str, Handler]:
+        """Return the bus API's handlers by request name (the WAN partition runs them too)."""
+        return {
             topics.GATEWAY_STATUS: self._status,
             topics.GATEWAY_ADD_METER: self._add_meter,
             topics.GATEWAY_REMOVE_METER: self._remove_meter,
@@ -222,8 +244,6 @@ class Gateway(Service):
             topics.GATEWAY_READ_LOG: lambda i, p, e: api.read_log(i, p),
             topics.GATEWAY_PUSH_UPDATE: self._push_update,
         }
-        for method, handler in handlers.items():
-            self.bus.handle(method, self._wrap(handler))
 
     def _wrap(self, handler: Handler) -> Any:
         async def handle(params: Any, env: Envelope) -> Any:
@@ -313,7 +333,7 @@ class Gateway(Service):
 
     def counters(self) -> dict[str, int]:
         """Return the totals over all instances."""
-        out = {"unrouted": self.unrouted}
+        out = {"unrouted": self.unrouted, **(self.wan.counters() if self.wan else {})}
         for inst in self.instances.values():
             c = inst.counters
             out["frames"] = out.get("frames", 0) + c.frames

@@ -1,0 +1,331 @@
+"""The gateway's WAN partition: GWA administration over mutual TLS.
+
+A TCP server on ``wan_listen`` accepts each connection and does its TLS
+handshake through ``connect_accepted_socket`` (so that a failed one raises
+here, and no ClientHello can be read before TLS is in place): the SM-PKI
+profile of :mod:`smtestbed.services._runtime.tls`, client certificate
+required, CRLs of the whole chain checked. Each refused handshake is a
+``wan.tls_refused`` event with its reason and the peer's address, a
+``tls_refused`` entry in the system log and a count per reason.
+
+After the handshake the peer speaks the framed JSON protocol of
+:mod:`smtestbed.proto.wan`. Only a peer whose certificate's role (subject OU)
+is ``GWA`` may administer; any other gets an error naming its role for each
+request, and each attempt is a ``wan.admin_refused`` event and a log entry.
+Every operation runs the same handler as the gateway's bus request of the
+same name (:data:`smtestbed.proto.wan.OPS`).
+
+CRLs come from files (``wan_crls``) and/or are fetched from the CA's
+``GET /crl/<name>.crl`` URLs (``wan_crl_urls``) at start and then every
+``wan_crl_every_s`` of simulated time; a new TLS context is built after each
+fetch and serves the next handshakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import socket
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from smtestbed.proto import topics, wan
+from smtestbed.proto.envelope import Envelope
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.clock import SimClock
+from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
+from smtestbed.services.gateway import api
+from smtestbed.services.gateway.config import GatewayConfig
+from smtestbed.services.gateway.instance import GatewayInstance
+
+__all__ = ["ADMIN_ROLE", "Handler", "Publisher", "WanServer", "parse_listen"]
+
+ADMIN_ROLE = "GWA"
+Handler = Callable[[GatewayInstance, dict[str, Any], Envelope], Any]
+
+
+class Publisher(Protocol):
+    """Where events go (the service's bus client)."""
+
+    def publish(self, kind: str, body: Any) -> Any:
+        """Publish one event."""
+
+
+def parse_listen(value: str, key: str = "gateway.wan_listen") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (port 0 picks a free one)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"must be HOST:PORT, got {value!r}", key=key)
+    return host, int(port)
+
+
+class WanServer:
+    """The WAN endpoint of one gateway service (its instance ``wan_instance``)."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        *,
+        handlers: Mapping[str, Handler],
+        instances: Mapping[str, GatewayInstance],
+        bus: Publisher,
+        clock: SimClock,
+        log: Any,
+    ) -> None:
+        self.cfg = cfg
+        self.host, self.port = parse_listen(cfg.wan_listen)
+        self.handlers = handlers
+        self.instances = instances
+        self.bus = bus
+        self.clock = clock
+        self.log = log
+        self.name = cfg.wan_instance or cfg.instances[0]
+        if self.name not in cfg.instances:
+            raise ConfigError(f"no instance {self.name!r}", key="gateway.wan_instance")
+        self.crl_dir = Path(cfg.data_dir) / self.name / "wan-crl"
+        self.context: ssl.SSLContext | None = None
+        self.listener: socket.socket | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.refused: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+
+    # -- life ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Fetch the CRLs, build the TLS context and start listening."""
+        if self.cfg.wan_crl_urls:
+            await self.fetch_crls()
+        self.context = self.build_context()
+        try:
+            self.listener = socket.create_server((self.host, self.port), backlog=128)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen: {exc}", key="gateway.wan_listen") from exc
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.log.info("wan_listening", host=self.host, port=self.port)
+
+    async def run(self) -> None:
+        """Accept connections and refresh the CRLs until cancelled."""
+        await asyncio.gather(self._accept_forever(), self._crls_forever())
+
+    async def _accept_forever(self) -> None:
+        assert self.listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, address = await loop.sock_accept(self.listener)
+            task = asyncio.create_task(self._connection(conn, f"{address[0]}:{address[1]}"))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _crls_forever(self) -> None:
+        """Fetch fresh CRLs every ``wan_crl_every_s`` simulated seconds."""
+        if not self.cfg.wan_crl_urls:
+            return
+        while True:
+            await self.clock.sleep(self.cfg.wan_crl_every_s)
+            with contextlib.suppress(TestbedError):  # logged; the old CRLs stay
+                await self.fetch_crls()
+                self.context = self.build_context()
+
+    def close(self) -> None:
+        """Stop listening."""
+        if self.listener is not None:
+            self.listener.close()
+        for task in self.tasks:
+            task.cancel()
+
+    def counters(self) -> dict[str, int]:
+        """Return the WAN counters (refusals per reason, sessions, requests)."""
+        out = {f"wan_refused_{k}": v for k, v in self.refused.items()}
+        out["wan_refused"] = sum(self.refused.values())
+        return {**out, **{f"wan_{k}": v for k, v in self.counts.items()}}
+
+    # -- TLS and CRLs ---------------------------------------------------------
+
+    def build_context(self) -> ssl.SSLContext:
+        """Return a server context with the current CRL files."""
+        cfg = self.cfg
+        if not cfg.wan_cert or not cfg.wan_key or not cfg.wan_trust:
+            raise ConfigError("wan_listen needs wan_cert, wan_key and wan_trust", key="gateway")
+        fetched = sorted(self.crl_dir.glob("*.crl.pem")) if cfg.wan_crl_urls else []
+        return tls.server_context(
+            Path(cfg.wan_cert),
+            Path(cfg.wan_key),
+            [Path(p) for p in cfg.wan_chain],
+            [Path(p) for p in cfg.wan_trust],
+            [*(Path(p) for p in cfg.wan_crls), *fetched],
+            groups=cfg.wan_groups,
+        )
+
+    async def fetch_crls(self) -> None:
+        """Download each CRL URL and store it as PEM; raise on the first failure."""
+        self.crl_dir.mkdir(parents=True, exist_ok=True)
+        timeout = aiohttp.ClientTimeout(total=10.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for url in self.cfg.wan_crl_urls:
+                der = await self._get(session, url)
+                name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".crl")
+                path = self.crl_dir / f"{name}.crl.pem"
+                path.with_suffix(".tmp").write_bytes(tls.crl_pem(der))
+                path.with_suffix(".tmp").replace(path)
+        self.counts["crl_updates"] += 1
+        body = {"gateway": self.name, "urls": list(self.cfg.wan_crl_urls)}
+        self.bus.publish(topics.WAN_CRL_UPDATED, {**body, "t_sim": self.clock.now()})
+
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> bytes:
+        try:
+            async with session.get(url) as response:
+                if response.status != 200:
+                    raise ConfigError(f"{url}: HTTP {response.status}", key="gateway.wan_crl_urls")
+                return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.log.warning("wan_crl_fetch_failed", url=url, error=str(exc))
+            raise ConfigError(f"{url}: {exc}", key="gateway.wan_crl_urls") from exc
+
+    # -- connections -----------------------------------------------------------
+
+    async def _connection(self, conn: socket.socket, where: str) -> None:
+        streams = await self._handshake(conn, where)
+        if streams is None:
+            return
+        reader, writer, peer = streams
+        try:
+            await self._session(reader, writer, peer, where)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the peer went away; nothing was half-done
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _handshake(
+        self, conn: socket.socket, where: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer] | None:
+        assert self.context is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=wan.HEADER + wan.MAX_FRAME)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self.context,
+                ssl_handshake_timeout=self.cfg.wan_handshake_timeout_s,
+            )
+        except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
+            conn.close()
+            self._refuse(tls.refusal_reason(exc), where, str(exc))
+            return None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+        self.counts["sessions"] += 1
+        self._system_log(
+            "wan_connected", {"peer": where, "role": peer.role, "subject": peer.common_name}
+        )
+        return reader, writer, peer
+
+    def _refuse(self, reason: str, where: str, message: str) -> None:
+        self.refused[reason] += 1
+        body = {"gateway": self.name, "reason": reason, "peer": where, "message": message[:300]}
+        self.log.warning("wan_tls_refused", **body)
+        self.bus.publish(topics.WAN_TLS_REFUSED, {**body, "t_sim": self.clock.now()})
+        self._system_log("tls_refused", body)
+
+    def _system_log(self, kind: str, fields: dict[str, Any]) -> None:
+        self.instances[self.name].logs.system.append(kind, fields, t_sim=self.clock.now())
+
+    async def _session(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tls.Peer,
+        where: str,
+    ) -> None:
+        while True:
+            try:
+                header = await reader.readexactly(wan.HEADER)
+            except asyncio.IncompleteReadError:
+                return  # the GWA closed the connection between requests
+            try:
+                body = await reader.readexactly(wan.frame_length(header))
+                request = wan.decode_request(body)
+            except wan.FrameError as exc:
+                reply = wan.Reply(id=0, ok=False, error=str(exc), field="frame")
+                writer.write(wan.encode(reply.to_map()))
+                await writer.drain()
+                return
+            reply = self.answer(request, peer, where)
+            writer.write(_encode_reply(reply))
+            await writer.drain()
+
+    # -- requests ---------------------------------------------------------------
+
+    def answer(self, request: wan.Request, peer: tls.Peer, where: str) -> wan.Reply:
+        """Check the peer's role and run one request; never raises for bad input."""
+        self.counts["requests"] += 1
+        if peer.role != ADMIN_ROLE:
+            return self._admin_refused(request, peer, where)
+        method = wan.OPS.get(request.op)
+        if method is None:
+            known = ", ".join(wan.OPS)
+            return _error(request.id, f"unknown operation {request.op!r} ({known})", "op")
+        try:
+            result = self._call(method, dict(request.params), peer)
+        except RequestError as exc:
+            return _error(request.id, str(exc), exc.field)
+        except TestbedError as exc:
+            return _error(request.id, str(exc), "")
+        return wan.Reply(id=request.id, ok=True, result=result)
+
+    def _call(self, method: str, params: dict[str, Any], peer: tls.Peer) -> Any:
+        params.setdefault("gateway", self.name)
+        if method == topics.GATEWAY_PUSH_UPDATE:
+            params["bundle"] = _base64(params.get("bundle"))
+        src = f"wan:{peer.common_name}"
+        env = Envelope(
+            kind=method, src=src, seq=0, t_sim=self.clock.now(), t_wall=time.time(), body=None
+        )
+        return self.handlers[method](api.pick(self.instances, params), params, env)
+
+    def _admin_refused(self, request: wan.Request, peer: tls.Peer, where: str) -> wan.Reply:
+        self.counts["admin_refused"] += 1
+        role = peer.role or "none"
+        body = {
+            "gateway": self.name,
+            "op": request.op,
+            "role": role,
+            "subject": peer.common_name,
+            "peer": where,
+        }
+        self.log.warning("wan_admin_refused", **body)
+        self.bus.publish(topics.WAN_ADMIN_REFUSED, {**body, "t_sim": self.clock.now()})
+        self._system_log("wan_admin_refused", body)
+        message = f"role {role} may not administer this gateway (only {ADMIN_ROLE})"
+        return _error(request.id, message, "role")
+
+
+def _error(ident: int, message: str, field: str) -> wan.Reply:
+    return wan.Reply(id=ident, ok=False, error=message, field=field)
+
+
+def _encode_reply(reply: wan.Reply) -> bytes:
+    try:
+        return wan.encode(reply.to_map())
+    except (TypeError, ValueError, wan.FrameError) as exc:
+        return wan.encode(_error(reply.id, f"result cannot be sent: {exc}", "").to_map())
+
+
+def _base64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise RequestError("must be the bundle as a base64 string", field="bundle")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise RequestError("is not valid base64", field="bundle") from None
