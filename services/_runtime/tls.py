@@ -303,8 +303,8 @@ def refusal_reason(exc: BaseException) -> str:
     """Return the short reason (one of :data:`REASONS`) a handshake failed with ``exc``."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _VERIFY_CODES.get(exc.verify_code, "bad_certificate")
-    if isinstance(exc, TimeoutError):
-        return "timeout"
+    if isinstance(exc, TimeoutError) or "taking longer" in str(exc):
+        return "timeout"  # asyncio's ssl_handshake_timeout raises ConnectionAbortedError
     if isinstance(exc, ssl.SSLError):
         text = f"{exc.reason or ''} {exc}".lower().replace("_", " ")
         for needle, reason in _MESSAGES:
