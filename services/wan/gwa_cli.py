@@ -1,0 +1,153 @@
+"""``smtb gwa``: administer a gateway over its WAN endpoint as the GWA.
+
+Connection options (or ``SMTB_GWA_<OPTION>`` environment variables, e.g.
+``SMTB_GWA_GATEWAY=127.0.0.1:8443``) name the gateway and the GWA's TLS
+files; each subcommand sends one request and prints its result as JSON.
+Errors are one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.commands import TestbedCommand, TestbedGroup
+from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services.wan.gwa import GwaClient
+
+_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
+@click.group(cls=TestbedGroup, context_settings={"auto_envvar_prefix": "SMTB_GWA"})
+@click.option("--gateway", required=True, help="the gateway's WAN endpoint HOST:PORT")
+@click.option("--name", default="", help="the gateway certificate's DNS name (checked if given)")
+@click.option("--cert", required=True, type=_FILE, help="GWA TLS certificate (PEM)")
+@click.option("--key", required=True, type=_FILE, help="its private key (PEM)")
+@click.option("--chain", multiple=True, type=_FILE, help="CA certificates sent after --cert")
+@click.option("--trust", multiple=True, required=True, type=_FILE, help="SM-PKI root (PEM)")
+@click.option("--crl", multiple=True, required=True, type=_FILE, help="CRL files (PEM)")
+@click.option("--timeout", default=30.0, show_default=True, help="seconds per request")
+@click.pass_context
+def group(ctx: click.Context, /, **options: Any) -> None:
+    """Administer a gateway over mutual TLS as the gateway administrator."""
+    ctx.obj = options
+
+
+def _run(ctx: click.Context, op: str, params: dict[str, Any]) -> None:
+    opts: dict[str, Any] = ctx.obj
+    host, sep, port = str(opts["gateway"]).rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"must be HOST:PORT, got {opts['gateway']!r}", key="gateway")
+    context = tls.client_context(
+        opts["cert"],
+        opts["key"],
+        opts["chain"],
+        opts["trust"],
+        opts["crl"],
+        check_hostname=bool(opts["name"]),
+    )
+    result = asyncio.run(_call(host, int(port), context, opts, op, params))
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+async def _call(
+    host: str, port: int, context: Any, opts: dict[str, Any], op: str, params: dict[str, Any]
+) -> Any:
+    name = opts["name"] or None
+    async with GwaClient.connect(host, port, context, name, timeout=opts["timeout"]) as gwa:
+        return await gwa.call(op, params)
+
+
+def _target(gateway: str | None) -> dict[str, Any]:
+    return {"gateway": gateway} if gateway else {}
+
+
+_INSTANCE = click.option("--instance", "gateway", default=None, help="gateway instance name")
+
+
+@group.command("status", cls=TestbedCommand)
+@_INSTANCE
+@click.pass_context
+def status(ctx: click.Context, gateway: str | None) -> None:
+    """Show the gateway's counters, meters and store."""
+    _run(ctx, "status", _target(gateway))
+
+
+@group.command("add-meter", cls=TestbedCommand)
+@click.argument("meter")
+@click.option("--key", "key_hex", required=True, help="AES-128 key, 32 hex digits")
+@click.option("--manufacturer", default="EMH", show_default=True)
+@click.option("--security", default=5, show_default=True, help="security mode 0, 5 or 7")
+@click.option("--taf", "tafs", multiple=True, help="TAF to assign (repeat)")
+@click.option("--emt", default="", help="EMT receiving the meter's TAF data")
+@click.option("--consumer", default="", help="consumer the meter belongs to")
+@click.option("--replace", is_flag=True, help="replace an existing entry")
+@_INSTANCE
+@click.pass_context
+def add_meter(ctx: click.Context, /, meter: str, key_hex: str, **opts: Any) -> None:
+    """Register a meter with its key."""
+    gateway, tafs = opts.pop("gateway"), list(opts.pop("tafs"))
+    _run(
+        ctx, "add_meter", {"meter": meter, "key": key_hex, "tafs": tafs, **opts, **_target(gateway)}
+    )
+
+
+@group.command("remove-meter", cls=TestbedCommand)
+@click.argument("meter")
+@_INSTANCE
+@click.pass_context
+def remove_meter(ctx: click.Context, meter: str, gateway: str | None) -> None:
+    """Remove a meter from the registry."""
+    _run(ctx, "remove_meter", {"meter": meter, **_target(gateway)})
+
+
+@group.command("assign-taf", cls=TestbedCommand)
+@click.argument("meter")
+@click.argument("tafs", nargs=-1, required=True)
+@_INSTANCE
+@click.pass_context
+def assign_taf(ctx: click.Context, meter: str, tafs: tuple[str, ...], gateway: str | None) -> None:
+    """Assign TAFs (TAF1 TAF2 ...) to a meter, replacing its list."""
+    _run(ctx, "assign_taf", {"meter": meter, "tafs": list(tafs), **_target(gateway)})
+
+
+@group.command("list-meters", cls=TestbedCommand)
+@_INSTANCE
+@click.pass_context
+def list_meters(ctx: click.Context, gateway: str | None) -> None:
+    """List the registered meters."""
+    _run(ctx, "list_meters", _target(gateway))
+
+
+@group.command("read-log", cls=TestbedCommand)
+@click.option("--log", default="system", show_default=True, help="system or calibration")
+@click.option("--limit", default=1000, show_default=True)
+@_INSTANCE
+@click.pass_context
+def read_log(ctx: click.Context, log: str, limit: int, gateway: str | None) -> None:
+    """Read entries of the gateway's system (or calibration) log."""
+    _run(ctx, "read_log", {"log": log, "limit": limit, **_target(gateway)})
+
+
+@group.command("taf6", cls=TestbedCommand)
+@click.argument("meter")
+@_INSTANCE
+@click.pass_context
+def taf6(ctx: click.Context, meter: str, gateway: str | None) -> None:
+    """Trigger a TAF6 readout of a meter."""
+    _run(ctx, "taf6_readout", {"meter": meter, **_target(gateway)})
+
+
+@group.command("push-update", cls=TestbedCommand)
+@click.argument("bundle", type=_FILE)
+@_INSTANCE
+@click.pass_context
+def push_update(ctx: click.Context, bundle: Path, gateway: str | None) -> None:
+    """Push a signed update bundle to the gateway's downloader."""
+    data = base64.b64encode(bundle.read_bytes()).decode()
+    _run(ctx, "push_update", {"bundle": data, **_target(gateway)})
