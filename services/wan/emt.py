@@ -2,7 +2,8 @@
 
 It listens on ``listen`` for gateways, which connect out to it (the gateway
 initiates every WAN connection). Each connection is upgraded to TLS here (so a
-failed handshake is caught and reported, not lost inside asyncio): TLS 1.2 with
+failed handshake is caught and reported, not lost inside asyncio; reading waits
+for the upgrade, see :mod:`smtestbed.services._runtime.streams`): TLS 1.2 with
 the SM-PKI profile of :mod:`smtestbed.services._runtime.tls`, client
 certificate required, CRLs of the whole chain checked; CRL files changed on disk
 count from the next handshake on. A refused handshake, or a client whose
@@ -39,6 +40,7 @@ from smtestbed.services._runtime.config import ServiceConfig, doc
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services._runtime.pki import TrustFiles
+from smtestbed.services._runtime.streams import start_upgradable_server
 from smtestbed.services.wan.emt_store import EmtStore
 from smtestbed.services.wan.emt_verify import DeliveryRefusedError, verify_delivery
 
@@ -124,7 +126,7 @@ class EmtService(Service):
         )
         self._tls_context()  # refuse bad TLS files before ready
         self._store = EmtStore(Path(self.cfg.data_dir) / f"{self.cfg.instance}.sqlite")
-        server = await asyncio.start_server(self._connection, self.host, self.port)
+        server = await start_upgradable_server(self._connection, self.host, self.port)
         try:
             self.bus.handle(topics.EMT_RECORDS, self._records)
             await self.bus.publisher.wait_connected(2.0)
