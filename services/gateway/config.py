@@ -52,3 +52,13 @@ class GatewayConfig(ServiceConfig):
         ("brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"), "ECDHE groups (and P-256/P-384)"
     )
     wan_handshake_timeout_s: float = doc(10.0, "wall time a TLS handshake may take, s")
+    emt_endpoints: tuple[dict[str, Any], ...] = doc(
+        (), "EMTs the WAN instance pushes TAF data to: {emt, url = 'tls://HOST:PORT', server_name}"
+    )
+    sig_cert: str = doc("", "signature certificate (PEM, smgw-sig) that signs EMT deliveries")
+    sig_key: str = doc("", "its private key (PEM)")
+    sig_chain: tuple[str, ...] = doc((), "CA certificates sent after sig_cert (PEM)")
+    emt_batch: int = doc(500, "queued records per signed delivery at most")
+    emt_retry_s: float = doc(1.0, "wall time before retrying a failed delivery, s (doubles)")
+    emt_retry_max_s: float = doc(60.0, "longest wait between delivery retries, s")
+    emt_poll_s: float = doc(2.0, "wall time between looks at an idle EMT queue, s")

@@ -22,7 +22,7 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services.gateway import api, integrity, lmn_serial, lmn_wired, wan
+from smtestbed.services.gateway import api, emt_delivery, integrity, lmn_serial, lmn_wired, wan
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
@@ -52,6 +52,7 @@ class Gateway(Service):
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
         self.wan: wan.WanServer | None = None
+        self.senders: list[emt_delivery.EmtSender] = []
 
     def open_instances(self) -> None:
         """Open (or create) every instance's folder, store, keys and logs."""
@@ -75,6 +76,9 @@ class Gateway(Service):
     async def run(self, ready: Ready) -> None:
         """Open the instances, serve the API and ingest until cancelled."""
         self.open_instances()
+        self.senders = emt_delivery.senders(
+            self.cfg, self.instances, bus=self.bus, clock=self.clock.now
+        )
         wired = lmn_wired.pollers(
             self.cfg.wired_lines, self.instances, clock=self.clock.now, announce=self._announce
         )
@@ -96,6 +100,7 @@ class Gateway(Service):
                 self._observe_forever(),
                 lmn_wired.run_pollers(wired),
                 lmn_serial.run_inputs(raw),
+                *(sender.run_forever() for sender in self.senders),
             )
         finally:
             if self.wan:
@@ -178,6 +183,8 @@ class Gateway(Service):
                 queued = runner.run()
                 if queued:
                     self.bus.publish(topics.GATEWAY_TAF_DATA, {"gateway": name, "queued": queued})
+            for sender in self.senders:
+                sender.wake()
 
     async def _observe_forever(self) -> None:
         configs = [Path(self.cfg.registry_file)] if self.cfg.registry_file else []
