@@ -11,12 +11,15 @@ import click
 import numpy as np
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.proto.wmbus.link import strip_crcs_a
-from smtestbed.services._runtime.commands import TestbedCommand, service_group
+from smtestbed.services._runtime.commands import TestbedCommand, config_options, service_group
+from smtestbed.services._runtime.config import load_config, parse_assignments
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services.sensorfarm.cli_mbus import serve_mbus
+from smtestbed.services.sensorfarm.config import SensorFarmConfig
 from smtestbed.services.sensorfarm.farm import Farm
 from smtestbed.services.sensorfarm.population import Population, generate, parse_mix
-from smtestbed.services.sensorfarm.service import SensorFarm
+from smtestbed.services.sensorfarm.schema import Interface
+from smtestbed.services.sensorfarm.service import SensorFarm, build_population
 
 group = service_group(SensorFarm, "Run the sensor farm (simulated meters on the simulation plane).")
 group.add_command(serve_mbus)
@@ -125,3 +128,68 @@ def write_wmbusmeters(pop: Population, telegrams: list[tuple[float, bytes]], pat
         f"telegram=|{strip_crcs_a(frame).hex().upper()}|+{int(t - start)}" for t, frame in telegrams
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+@group.command("registry", cls=TestbedCommand)
+@config_options
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    default=("gw0",),
+    show_default=True,
+    help="gateway instance the meters are registered at (repeat: round robin)",
+)
+@click.option(
+    "--tafs",
+    default="taf1;taf2;taf6;taf7",
+    show_default=True,
+    help="tariff use cases assigned, separated by ';'",
+)
+@click.option("--emt", default="emt-a", show_default=True, help="market participant of the data")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write")
+def registry(
+    config_file: Path | None,
+    instance: str | None,
+    assignments: tuple[str, ...],
+    log_level: str | None,
+    gateways: tuple[str, ...],
+    tafs: str,
+    emt: str,
+    out: Path,
+) -> None:
+    """Write the gateway registry (CSV) of the population this configuration simulates."""
+    cfg = load_config(
+        SensorFarmConfig, "sensorfarm", path=config_file, overrides=parse_assignments(assignments)
+    )
+    pop = build_population(cfg, 0.0)
+    wireless = [i for i in range(len(pop)) if pop.interface[i] == Interface.WIRELESS]
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(REGISTRY_HEADER)
+        for n, i in enumerate(wireless):
+            writer.writerow(
+                [
+                    gateways[n % len(gateways)],
+                    f"{int(pop.ident[i]):08d}",
+                    decode_manufacturer(int(pop.manufacturer[i])),
+                    bytes(pop.key[i]).hex() if pop.security[i] else "",
+                    int(pop.security[i]),
+                    tafs,
+                    f"consumer-{n:05d}",
+                    emt,
+                ]
+            )
+    click.echo(f"{len(wireless)} meters -> {out}", err=True)
+
+
+REGISTRY_HEADER = (
+    "gateway",
+    "meter",
+    "manufacturer",
+    "key_hex",
+    "security",
+    "tafs",
+    "consumer",
+    "emt",
+)

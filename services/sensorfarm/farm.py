@@ -73,7 +73,7 @@ class Farm:
         return FrameBatch.from_buffers(
             offsets,
             data,
-            meta={"t0": t0, "t1": t1},
+            meta={"t0": t0, "t1": t1, "window": self.counters.windows},
             columns={
                 "t_start": np.ascontiguousarray(tx.time_s, dtype=np.float64),
                 "tx_power_dbm": pop.tx_power_dbm[m],

@@ -103,7 +103,7 @@ def test_columns_describe_each_frame_from_the_population() -> None:
     farm = Farm(pop, seed=2)
     for k, batch in enumerate(_run(farm, 4)):
         t0, t1 = T0 + 10.0 * k, T0 + 10.0 * (k + 1)
-        assert batch.meta == {"t0": t0, "t1": t1}
+        assert batch.meta == {"t0": t0, "t1": t1, "window": k + 1}
         starts = _column(batch, "t_start")
         assert np.all((starts >= t0) & (starts < t1))
         rows = _column(batch, "meter").astype(np.int64)
