@@ -12,16 +12,23 @@ Cases, all in one run on one brainpool CA directory (sub-CA key brainpoolP256r1)
   read, build, sign, store, PEM copy); baseline: ``CertificateRevocationListBuilder``
   with the same entries (given to its constructor: ``add_revoked_certificate``
   copies the list on each call, quadratic) and key.
-- mutual-TLS handshakes: :func:`handshake_cases` is the hook; it returns no
-  rows until the gateway's WAN interface exists (see its docstring).
+- ``mutual TLS at gateway WAN``: full TLS 1.2 mutual handshakes (brainpool,
+  CRLs checked) plus one request/reply at a real gateway process's WAN server;
+  baseline: a bare blocking ``ssl`` server with the same certificates and CRLs
+  (see :func:`handshake_cases`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import multiprocessing
+import socket
+import ssl
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,12 +37,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from smtestbed.proto import wan
+from smtestbed.services._runtime import process, tls
+from smtestbed.services._runtime.testing import (
+    endpoint_env,
+    free_port,
+    random_endpoints,
+    service_process,
+)
 from smtestbed.services.ca.access import Requester
 from smtestbed.services.ca.authority import Authority
 from smtestbed.services.ca.state import CertRecord
 
 PASSPHRASE = b"benchmark"
 ADMIN = Requester(admin=True)
+GATEWAY_NAME = "gw0.smgw.test.example"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,16 +177,168 @@ def crl_cases(authority: Authority, sizes: list[int]) -> list[Result]:
     return results
 
 
-def handshake_cases(ca_dir: Path) -> list[Result]:
-    """Hook for mutual-TLS handshakes per second at the gateway (not measured yet).
+def handshake_cases(ca_dir: Path, n: int = 300) -> list[Result]:
+    """Mutual-TLS handshakes per second at the gateway's WAN server and at a bare ``ssl`` server.
 
-    To add: issue ``smgw-tls`` and ``gwa-tls`` certificates from ``ca_dir``, run
-    the gateway's WAN listener, count completed TLS 1.2 ECDHE-ECDSA mutual
-    handshakes with CRL checks per second, and next to it a bare ``ssl``
-    server/client loop with the same certificates and CRLs. Return one
-    :class:`Result` per case; the table prints them with the others.
+    Certificates ``smgw-tls`` (server) and ``gwa-tls`` (client) are issued from
+    ``ca_dir``; both servers check the client's chain against the same CRL files
+    (root, emt) and the client checks the server's (root, smgw, with the entries
+    :func:`crl_cases` left). Each of ``n`` sequential connections is a full TLS 1.2
+    ECDHE-ECDSA handshake plus one framed request and its reply, so the server has
+    finished checking the client certificate when the client counts it. The gateway
+    runs as a real process (with a broker); its reply is the WAN protocol's answer
+    to an unknown operation, after the GWA role check. The bare server is a blocking
+    ``ssl`` loop in a child process that answers any frame with a fixed frame.
     """
-    return []
+    files = _tls_files(ca_dir)
+    with tempfile.TemporaryDirectory() as tmp, _gateway_wan(files, Path(tmp)) as port:
+        gateway = timed("mutual TLS at gateway WAN", n, lambda: _client_loop(files, port, n))
+    with _bare_server(files) as port:
+        bare = timed(
+            "  bare ssl server loop",
+            n,
+            lambda: _client_loop(files, port, n),
+            "mutual TLS at gateway WAN",
+        )
+    return [gateway, bare]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFiles:
+    """PEM files of the handshake cases."""
+
+    root: Path
+    crls: tuple[Path, ...]
+    server: tuple[Path, Path, Path]  # cert, key, chain
+    client: tuple[Path, Path, Path]
+
+
+def _issue_files(
+    authority: Authority, folder: Path, profile: str, name: str
+) -> tuple[Path, Path, Path]:
+    key = ec.generate_private_key(ec.BrainpoolP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    issued = authority.issue(csr.public_bytes(serialization.Encoding.PEM), profile, ADMIN)
+    stem = folder / profile
+    paths = (stem.with_suffix(".pem"), stem.with_suffix(".key"), stem.with_suffix(".chain.pem"))
+    paths[0].write_bytes(issued.certificate.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].write_bytes(issued.chain[0].public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+def _tls_files(ca_dir: Path) -> TlsFiles:
+    authority = Authority.open(ca_dir, PASSPHRASE)
+    try:
+        server = _issue_files(authority, ca_dir, "smgw-tls", GATEWAY_NAME)
+        client = _issue_files(authority, ca_dir, "gwa-tls", "gwa1.emt.test.example")
+    finally:
+        authority.close()
+    crls = tuple(ca_dir / "crl" / f"{name}.crl.pem" for name in ("root", "smgw", "emt"))
+    return TlsFiles(root=ca_dir / "certs" / "root.pem", crls=crls, server=server, client=client)
+
+
+@contextlib.contextmanager
+def _gateway_wan(files: TlsFiles, folder: Path) -> Iterator[int]:
+    """Run a broker and a gateway process with its WAN server; yield the WAN port."""
+    endpoints, port = random_endpoints(), free_port()
+    cert, key, chain = files.server
+    settings = {
+        "data_dir": str(folder / "data"),
+        "input_endpoint": f"tcp://127.0.0.1:{free_port()}",
+        "wan_listen": f"127.0.0.1:{port}",
+        "wan_cert": str(cert),
+        "wan_key": str(key),
+        "wan_chain": [str(chain)],
+        "wan_trust": [str(files.root)],
+        "wan_crls": [str(p) for p in files.crls if p.name != "smgw.crl.pem"],
+    }
+    config = folder / "gateway.toml"
+    config.write_text(
+        "[gateway]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    )
+    with (
+        service_process("broker", endpoints, log_path=folder / "broker.log"),
+        _spawned(
+            process.service_argv("gateway", "--config", str(config)),
+            endpoint_env(endpoints),
+            folder / "gateway.log",
+        ),
+    ):
+        yield port
+
+
+@contextlib.contextmanager
+def _spawned(argv: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
+    with log.open("ab") as out:
+        proc = process.spawn(argv, env=env, ready_timeout=30.0, stdout=out, stderr=out)
+        try:
+            yield
+        finally:
+            process.stop(proc, timeout=5.0)
+
+
+@contextlib.contextmanager
+def _bare_server(files: TlsFiles) -> Iterator[int]:
+    """Run a blocking ``ssl`` server with the gateway's certificate in a child process."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    child = multiprocessing.get_context("fork").Process(
+        target=_serve_bare, args=(files, listener), daemon=True
+    )
+    child.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        child.terminate()
+        child.join(5.0)
+        listener.close()
+
+
+def _serve_bare(files: TlsFiles, listener: socket.socket) -> None:
+    cert, key, chain = files.server
+    ctx = tls.server_context(cert, key, [chain], [files.root], files.crls)
+    reply = wan.encode({"id": 0, "ok": True, "result": None})
+    while True:
+        conn, _ = listener.accept()
+        with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tconn:
+            _read_frame(tconn)
+            tconn.sendall(reply)
+
+
+def _read_frame(conn: ssl.SSLSocket) -> bytes:
+    header = _read_exactly(conn, wan.HEADER)
+    return _read_exactly(conn, wan.frame_length(header))
+
+
+def _read_exactly(conn: ssl.SSLSocket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed early")
+        data += chunk
+    return data
+
+
+def _client_loop(files: TlsFiles, port: int, n: int) -> None:
+    cert, key, chain = files.client
+    ctx = tls.client_context(cert, key, [chain], [files.root], files.crls)
+    request = wan.encode({"id": 1, "op": "benchmark", "params": {}})
+    for _ in range(n):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+        with ctx.wrap_socket(raw, server_hostname=GATEWAY_NAME) as conn:
+            conn.sendall(request)
+            wan.decode_reply(_read_frame(conn))
 
 
 def print_table(results: list[Result]) -> None:
@@ -188,6 +356,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--certs", type=int, default=1000, help="certificates to issue")
     parser.add_argument("--crl-sizes", default="10000,100000", help="revoked entries, comma list")
+    parser.add_argument("--handshakes", type=int, default=300, help="TLS connections per case")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.crl_sizes.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,9 +365,9 @@ def main() -> None:
         try:
             results = issuance_cases(authority, args.certs)
             results += crl_cases(authority, sizes)
-            results += handshake_cases(folder)
         finally:
             authority.close()
+        results += handshake_cases(folder, args.handshakes)
     print_table(results)
 
 
