@@ -6,7 +6,8 @@ assigned TAF, what has become complete since its last run (simulation time):
 - TAF7: the 96 quarter-hour profile of each UTC day that ended before the
   meter's last reading;
 - TAF2: the tariff registers of each such day, by the configured schedule;
-- TAF1: the billing value at each billing date passed by the last reading.
+- TAF1: the billing value at each billing date passed by the last reading,
+  a date at the start of the first processed day included.
 
 The first day a meter is processed is the first whole UTC day after its first
 reading. Marks (how far each meter and TAF got) are kept in
@@ -90,7 +91,8 @@ class TafRunner:
         series = tariffs.stored_series(
             self.instance.store, entry.meter, start, end, quantity=register[0], unit=register[1]
         )
-        payload = self._payload(taf, entry.meter, series, start, end, register[1])
+        first = key not in self.marks
+        payload = self._payload(taf, entry.meter, series, start, end, register[1], first=first)
         if payload is not None:
             self.instance.store.enqueue(entry.emt, taf, entry.meter, payload, created=last)
             self.queued += 1
@@ -104,6 +106,8 @@ class TafRunner:
         start: float,
         end: float,
         unit: str,
+        *,
+        first: bool,
     ) -> dict[str, Any] | None:
         entries: list[Any]
         if taf is Taf.TAF7:
@@ -118,11 +122,9 @@ class TafRunner:
                 for d in range(int(start), int(end), DAY_S)
             ]
         else:
-            dates = [
-                d
-                for d in tariffs.monthly_dates(start, end, day=self.billing_day)
-                if start < d <= end
-            ]
+            dates = tariffs.monthly_dates(start, end, day=self.billing_day)
+            if not first:  # a date at ``start`` was the previous run's end and is queued
+                dates = [d for d in dates if d > start]
             if not dates:
                 return None
             entries = tariffs.billing_values(series, dates)
