@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "smtestbed.services.campaigns.fuzz_cli:command",
         "fuzz a decoder, the wired slave or the gateway's LMN input",
     ),
+    "gwa": (
+        "smtestbed.services.wan.gwa_cli:group",
+        "administer a gateway over its WAN endpoint (GWA, mutual TLS)",
+    ),
     "load": (
         "smtestbed.services.campaigns.load_cli:command",
         "load campaign: farm, channel and gateway against pure ALOHA",
