@@ -10,6 +10,7 @@ channel and tariff runner produce them.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from smtestbed.proto import topics
 from smtestbed.services._runtime import process
 from smtestbed.services._runtime.bus import Endpoints, Subscription
 from smtestbed.services._runtime.client import BusClient
-from smtestbed.services._runtime.testing import bus_client, wait_until
+from smtestbed.services._runtime.testing import bus_client, random_endpoints, wait_until
+from smtestbed.services.gateway import tariffs
+from smtestbed.services.gateway.schema import Taf
+from smtestbed.services.gateway.store import Store
 
 from tests.integration.emt_helpers import (
     EMT,
@@ -38,7 +42,16 @@ from tests.integration.emt_helpers import (
     pending_in,
     queue_records,
 )
-from tests.integration.gateway_helpers import gw, next_event
+from tests.integration.gateway_helpers import DAY_S, configured_process, gw, next_event
+from tests.integration.test_gateway_pipeline import (
+    METERS,
+    MIDNIGHT,
+    chain,
+    ident,
+    population,
+    write_config,
+    write_meters,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,3 +241,79 @@ async def _at_least(records: Any, count: int) -> list[dict[str, Any]] | None:
 
 async def _empty(queue: Any) -> bool:
     return not await queue
+
+
+def day_profile(store: Store, meter: str, unit: str) -> dict[str, Any]:
+    """Return the TAF7 payload the gateway's store yields for the profiled day."""
+    quantity = "energy" if unit == "Wh" else "volume"
+    day = (MIDNIGHT, MIDNIGHT + DAY_S)
+    series = tariffs.stored_series(store, meter, *day, quantity=quantity, unit=unit)
+    entries = tariffs.load_profile(series, *day)
+    return {**tariffs.taf_payload(Taf.TAF7, meter, entries, unit=unit), "period": list(day)}
+
+
+def _of_the_day(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["payload"].get("period") == [MIDNIGHT, MIDNIGHT + DAY_S]]
+
+
+def test_end_to_end_taf7_profiles_from_the_sensor_farm_reach_the_emt_and_equal_the_store(
+    tmp_path: Path, pki: TestPki, emt: EmtSide, gateway: GatewaySide
+) -> None:
+    """Acceptance: farm -> channel -> gateway -> TLS -> EMT; each meter's TAF7 day arrives.
+
+    Each profile the EMT holds is the gateway's queued record (id, payload, time) and
+    equals the profile computed again from the gateway's stored readings; its deltas
+    sum to the counter difference interpolated from those readings.
+    """
+    endpoints = random_endpoints()
+    write_meters(tmp_path / "registry.csv")
+    cfg = write_config(tmp_path, endpoints)
+    with cfg.open("a") as out:  # [gateway] is the file's last table
+        out.write("\n".join(delivery_lines(pki, gateway, emt)) + "\n")
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with bus_client(endpoints) as client:
+            with configured_process("sensorfarm", endpoints, cfg, tmp_path / "farm.log"):
+                found: list[dict[str, Any]] = await wait_until(
+                    lambda: _day_complete(client), timeout=90, interval=0.5
+                )
+            return found
+
+    with (
+        chain(tmp_path, endpoints, cfg),
+        emt_process(pki, emt, endpoints, tmp_path / "emt.log"),
+    ):
+        received = asyncio.run(scenario())
+    store = Store(tmp_path / "data" / "gw0" / "store.sqlite", synchronous="NORMAL")
+    try:
+        queued = store.query(
+            "SELECT id, taf, meter, payload, created, delivered FROM emt_queue WHERE emt = ?",
+            (EMT,),
+        )
+        expected = {m: day_profile(store, m, r["payload"]["unit"]) for m, r in _by_meter(received)}
+    finally:
+        store.close()
+    rows = {row[0]: row for row in queued}
+    assert len(received) == METERS
+    assert {r["meter"] for r in received} == {ident(population(), i) for i in range(METERS)}
+    for record in received:
+        row = rows[record["id"]]
+        assert (row[1], row[2], json.loads(row[3]), row[4]) == (
+            record["taf"],
+            record["meter"],
+            record["payload"],
+            record["created"],
+        )
+        assert row[5] is not None  # acknowledged
+        assert record["payload"] == expected[record["meter"]]
+        assert record["gateway"] == GATEWAY_CN
+        assert len(record["payload"]["values"]) == 96
+
+
+async def _day_complete(client: BusClient) -> list[dict[str, Any]] | None:
+    day = _of_the_day(await emt_records(client, taf="taf7"))
+    return day if len(day) >= METERS else None
+
+
+def _by_meter(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(r["meter"], r) for r in records]
