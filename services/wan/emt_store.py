@@ -129,19 +129,19 @@ class EmtStore:
         refused: list[tuple[int, str]] = []
         with self._transaction() as db:
             batch = _insert_batch(db, verified, received)
-            before = db.total_changes
+            new = 0
             for record in verified.content.records:
                 if not _meter_is_of(db, record.meter, gateway, bindings):
                     refused.append((record.id, str(Refusal.METER_NOT_OF_GATEWAY)))
                     continue
                 row = (gateway, record.id, record.taf, record.meter)
                 payload = canonical(record.payload).decode()
-                db.execute(
+                cursor = db.execute(
                     "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (*row, payload, record.created, received, batch),
                 )
+                new += cursor.rowcount
                 accepted.append(record.id)
-            new = db.total_changes - before
         return AcceptOutcome(accepted=tuple(accepted), new=new, refused=tuple(refused))
 
     def records(

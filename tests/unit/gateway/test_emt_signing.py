@@ -36,6 +36,7 @@ from smtestbed.services._runtime.errors import ProtocolError
 from smtestbed.services._runtime.pki import TrustFiles
 from smtestbed.services.ca.access import Requester
 from smtestbed.services.ca.authority import Authority
+from smtestbed.services.wan.emt_store import EmtStore
 from smtestbed.services.wan.emt_verify import (
     DeliveryRefusedError,
     VerifiedBatch,
@@ -239,3 +240,42 @@ def test_frames_carry_one_json_object_and_bad_lengths_raise() -> None:
             asyncio.run(read(bad))
     with pytest.raises(asyncio.IncompleteReadError):
         asyncio.run(read(frame[:-1]))
+
+
+def test_the_emt_store_keeps_a_resent_record_once_and_acknowledges_it_again(
+    pki: Authority, gateway: Signer, tmp_path: Path
+) -> None:
+    """Dedup by (gateway, id): the second delivery stores nothing new, acks both ids again."""
+    store = EmtStore(tmp_path / "emt.sqlite")
+    verified = verify(sign_batch(content(), gateway.key, gateway.chain).to_map(), pki.store.folder)
+    first = store.accept(verified, received=1.0, bindings={})
+    second = store.accept(verified, received=2.0, bindings={})
+    assert (first.accepted, first.new, first.refused) == ((7, 9), 2, ())
+    assert (second.accepted, second.new, second.refused) == ((7, 9), 0, ())
+    rows = store.records()
+    assert [(r["gateway"], r["id"], r["received"]) for r in rows] == [
+        (GATEWAY, 7, 1.0),
+        (GATEWAY, 9, 1.0),
+    ]
+    assert rows[0]["payload"] == content().records[0].payload
+    assert store.records(meter="87654321", taf="taf1")[0]["payload"] == {"value": 42}
+    store.close()
+
+
+def test_a_meter_is_accepted_only_from_its_gateway(pki: Authority, tmp_path: Path) -> None:
+    """First delivery binds a meter; a configured binding wins; others are refused per record."""
+    store = EmtStore(tmp_path / "emt.sqlite")
+    gw0, gw1 = signer(pki), signer(pki, name="gw1.smgw.test.example")
+    batch0 = verify(sign_batch(content(), gw0.key, gw0.chain).to_map(), pki.store.folder)
+    message1 = sign_batch(content(gateway="gw1"), gw1.key, gw1.chain).to_map()
+    batch1 = verify(message1, pki.store.folder, peer="gw1.smgw.test.example")
+    configured = {"87654321": "gw1.smgw.test.example"}
+    assert store.accept(batch0, received=1.0, bindings=configured).refused == (
+        (9, "meter_not_of_gateway"),
+    )
+    outcome = store.accept(batch1, received=2.0, bindings=configured)
+    assert outcome.accepted == (9,)
+    assert outcome.refused == ((7, "meter_not_of_gateway"),)
+    held = [(r["gateway"], r["meter"]) for r in store.records()]
+    assert held == [(GATEWAY, "12345678"), ("gw1.smgw.test.example", "87654321")]
+    store.close()
