@@ -172,7 +172,7 @@ class Snapshot:
 
 async def snapshot(client: BusClient) -> Snapshot:
     """Read the state of ``gw0`` through its bus API."""
-    status = await _request(client, topics.GATEWAY_STATUS, {"gateway": "gw0"})
+    status = await _request(client, topics.GATEWAY_STATUS, {"gateway": "gw0", "digest": True})
     logs = {
         name: (
             await _request(

@@ -312,11 +312,11 @@ def test_each_rejection_is_published_logged_and_leaves_the_store_unchanged(
         await gw(client, topics.GATEWAY_ADD_METER, meter_params(meter, security=mode, key=key))
         for frame in first:
             await accepted(sub, pusher, frame, T0 - 200.0)
-        before = await gw(client, topics.GATEWAY_STATUS, {})
+        before = await gw(client, topics.GATEWAY_STATUS, {"digest": True})
         rows_before = stored_rows(bed.folder)
         await feed(pusher, [bad], [T0 - 100.0])
         event = await next_event(sub, topics.GATEWAY_FRAME_REJECTED, meter=named)
-        after = await gw(client, topics.GATEWAY_STATUS, {})
+        after = await gw(client, topics.GATEWAY_STATUS, {"digest": True})
         logged = [
             r
             for e in await system_log(client, "frames_rejected")
