@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from smtestbed.proto.delivery import (
     MAX_FRAME,
@@ -32,10 +33,11 @@ from smtestbed.proto.delivery import (
     read_message,
     sign_batch,
 )
-from smtestbed.services._runtime.errors import ProtocolError
+from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services._runtime.pki import TrustFiles
 from smtestbed.services.ca.access import Requester
 from smtestbed.services.ca.authority import Authority
+from smtestbed.services.gateway.emt_delivery import EmtEndpoint, load_signer, parse_endpoints
 from smtestbed.services.wan.emt_store import EmtStore
 from smtestbed.services.wan.emt_verify import (
     DeliveryRefusedError,
@@ -279,3 +281,43 @@ def test_a_meter_is_accepted_only_from_its_gateway(pki: Authority, tmp_path: Pat
     held = [(r["gateway"], r["meter"]) for r in store.records()]
     assert held == [(GATEWAY, "12345678"), ("gw1.smgw.test.example", "87654321")]
     store.close()
+
+
+def test_emt_endpoints_are_read_from_tables_and_bad_ones_name_their_entry() -> None:
+    """``{emt, url = "tls://HOST:PORT", server_name}``; anything else is a ConfigError."""
+    tables = [{"emt": EMT, "url": "tls://127.0.0.1:8700", "server_name": "emt1.emt.test.example"}]
+    assert parse_endpoints(tables) == (
+        EmtEndpoint(emt=EMT, host="127.0.0.1", port=8700, server_name="emt1.emt.test.example"),
+    )
+    bad: list[list[dict[str, Any]]] = [
+        [{"emt": EMT, "url": "tcp://127.0.0.1:8700"}],
+        [{"emt": EMT, "url": "tls://127.0.0.1"}],
+        [{"url": "tls://127.0.0.1:1"}],
+        [{"emt": EMT, "url": "tls://127.0.0.1:1", "port": 2}],
+        [{"emt": EMT, "url": "tls://127.0.0.1:1"}, {"emt": EMT, "url": "tls://127.0.0.1:2"}],
+    ]
+    for entry in bad:
+        with pytest.raises(ConfigError, match="emt_endpoints"):
+            parse_endpoints(entry)
+
+
+def test_the_signer_loads_certificate_chain_and_key_and_refuses_a_foreign_key(
+    pki: Authority, tmp_path: Path
+) -> None:
+    """load_signer reads PEM files; a key that is not the certificate's is a ConfigError."""
+    own = signer(pki)
+    cert, key, sub = tmp_path / "sig.pem", tmp_path / "sig.key", tmp_path / "sub.pem"
+    cert.write_bytes(own.chain[0].public_bytes(serialization.Encoding.PEM))
+    sub.write_bytes(own.chain[1].public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(_pem_key(own.key))
+    loaded = load_signer(cert, key, [sub])
+    assert loaded.chain == own.chain
+    key.write_bytes(_pem_key(make_key()))
+    with pytest.raises(ConfigError, match="is not the key of"):
+        load_signer(cert, key, [sub])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
