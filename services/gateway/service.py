@@ -12,6 +12,7 @@ tariff runner queues TAF data for the EMTs as simulated time passes.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -92,6 +93,7 @@ class Gateway(Service):
             self._register_api()
             await self._start_wan()
             await self.bus.publisher.wait_connected(2.0)
+            settle_heap()
             ready.set()
             await asyncio.gather(
                 self.wan.run() if self.wan else asyncio.sleep(0),
@@ -349,3 +351,14 @@ class Gateway(Service):
             out["accepted"] = out.get("accepted", 0) + c.accepted
             out["rejected"] = out.get("rejected", 0) + sum(c.rejected.values())
         return out
+
+
+def settle_heap() -> None:
+    """Move every object alive after start-up out of the collector's view (``gc.freeze``).
+
+    What start-up leaves (modules, Numba and numpy internals, the instances' caches) lives
+    as long as the process; without this, every full collection triggered by the readings
+    of an ingest walks all of it again.
+    """
+    gc.collect()
+    gc.freeze()
