@@ -18,6 +18,7 @@ that keeps the last ``hash`` (:attr:`SignedLog.head`) elsewhere.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from hashlib import sha256
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Self
+from typing import Any, BinaryIO, Self
 
 from smtestbed.services.gateway.keys import SigningKey
 from smtestbed.services.gateway.logchain import (
@@ -156,9 +157,9 @@ class SignedLog:
         with self._lock:
             if self._fd < 0 or self._broken:
                 raise LogError(f"{self.path}: log is {self._broken or 'closed'}")
-            entry = self._make(kind, fields, t_sim)
+            entry, line = self._make(kind, fields, t_sim)
             try:
-                _write_all(self._fd, canonical(entry.to_json()) + b"\n")
+                _write_all(self._fd, line)
             except OSError as exc:
                 self._broken = f"broken by a failed write ({exc.strerror})"
                 raise LogError(f"{self.path}: cannot append: {exc.strerror}") from exc
@@ -196,7 +197,8 @@ class SignedLog:
     ) -> None:
         self.close()
 
-    def _make(self, kind: str, fields: Mapping[str, object], t_sim: float) -> Entry:
+    def _make(self, kind: str, fields: Mapping[str, object], t_sim: float) -> tuple[Entry, bytes]:
+        """Return the signed entry and its line (canonical JSON and newline)."""
         if not isinstance(kind, str) or not KIND.match(kind):
             raise LogError(f"log kind must be a snake_case name, got {kind!r}")
         if (
@@ -206,24 +208,34 @@ class SignedLog:
         ):
             raise LogError(f"t_sim must be a finite number of seconds, got {t_sim!r}")
         try:
-            # The round trip stores exactly what a verifier will parse back.
-            stored = json.loads(canonical(dict(fields)))
+            stored, text = _stored_fields(fields)
         except (TypeError, ValueError) as exc:
             raise LogError(f"log fields of {kind} are not canonical JSON: {exc}") from exc
+        seq, prev, t_sim = self._seq, self._prev, float(t_sim)
+        t_wall = float(self._wall_clock())
+        # The canonical JSON of body() and of the whole entry, keys in sorted order, put
+        # together around the one encoding of the fields.
+        tail = b'"kind":"%s","prev":"%s","seq":%d' % (kind.encode(), prev.encode(), seq)
+        times = b'"t_sim":%s,"t_wall":%s}' % (canonical(t_sim), canonical(t_wall))
+        digest = sha256(b'{"fields":%s,%s,%s' % (text, tail, times)).digest()
         entry = Entry(
-            seq=self._seq,
-            t_sim=float(t_sim),
-            t_wall=float(self._wall_clock()),
+            seq=seq,
+            t_sim=t_sim,
+            t_wall=t_wall,
             kind=kind,
             fields=stored,
-            prev=self._prev,
-            hash="",
-            sig="",
+            prev=prev,
+            hash=digest.hex(),
+            sig=self.key.sign(digest).hex(),
         )
-        digest = sha256(canonical(entry.body())).digest()
-        return Entry(
-            **{**entry.to_json(), "hash": digest.hex(), "sig": self.key.sign(digest).hex()}
+        line = b'{"fields":%s,"hash":"%s",%s,"sig":"%s",%s\n' % (
+            text,
+            entry.hash.encode(),
+            tail,
+            entry.sig.encode(),
+            times,
         )
+        return entry, line
 
     def _resume(self) -> tuple[int, str]:
         """Check the first and last entries; return (next seq, last hash)."""
@@ -255,6 +267,36 @@ class SignedLog:
                 f"{self.path}: {which} entry (seq {entry.seq}) {problem}: {detail}; not appending"
             )
         return entry
+
+
+class _UnsortedKeysError(ValueError):
+    """Internal: an object's keys were not in canonical order once encoded as text."""
+
+
+def _sorted_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    if any(a >= b for a, b in itertools.pairwise(keys)):
+        raise _UnsortedKeysError
+    return dict(pairs)
+
+
+def _stored_fields(fields: Mapping[str, object]) -> tuple[dict[str, Any], bytes]:
+    """Return the fields as a verifier parses them back, and their canonical JSON.
+
+    The round trip stores exactly what a verifier will parse back. One encoding is enough
+    when every object came out with its keys strictly ascending: then the text is also the
+    canonical JSON of what it parses to. Keys that were not strings (sorted before they
+    became strings) or that collide as strings take a second encoding of the parsed value.
+
+    Raises:
+        TypeError, ValueError: the fields are not encodable as canonical JSON.
+    """
+    text = canonical(dict(fields))
+    try:
+        return json.loads(text, object_pairs_hook=_sorted_object), text
+    except _UnsortedKeysError:
+        stored = json.loads(text)
+        return stored, canonical(stored)
 
 
 def _open_locked(path: Path) -> int:
