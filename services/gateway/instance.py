@@ -78,7 +78,7 @@ class GatewayInstance:
         """Process frames (bytes, t_sim), store the accepted ones, log the rejected."""
         outcome = self.pipeline.process(frames)
         try:
-            ids = self.store.commit_batch(outcome.accepted)
+            ids = self.store.commit_processed(outcome.accepted)
         except BaseException:
             self.pipeline.discard()
             raise
@@ -119,10 +119,21 @@ class GatewayInstance:
         # One signed entry per batch and log: signing is the cost of a log entry, and a
         # storm of bad frames must not slow the gateway down to the signing rate.
         if result.rejected:
-            self.logs.system.append("frames_rejected", {"rejections": [
-                {"reason": str(r.reason), "message": r.message, "meter": r.meter,
-                 "t_sim": r.t_sim} for r in result.rejected]},
-                t_sim=max(r.t_sim for r in result.rejected))
+            self.logs.system.append(
+                "frames_rejected",
+                {
+                    "rejections": [
+                        {
+                            "reason": str(r.reason),
+                            "message": r.message,
+                            "meter": r.meter,
+                            "t_sim": r.t_sim,
+                        }
+                        for r in result.rejected
+                    ]
+                },
+                t_sim=max(r.t_sim for r in result.rejected),
+            )
         by_consumer: dict[str, list[tuple[str, int]]] = {}
         for reading, rid in result.accepted:
             entry = self.registry.get(reading.meter)
@@ -130,8 +141,11 @@ class GatewayInstance:
                 by_consumer.setdefault(entry.consumer, []).append((reading.meter, rid))
         last = max((r.t_sim for r, _ in result.accepted), default=0.0)
         for consumer, rows in by_consumer.items():
-            self.logs.consumer(consumer).append("readings_stored", {
-                "count": len(rows), "readings": [[m, i] for m, i in rows]}, t_sim=last)
+            self.logs.consumer(consumer).append(
+                "readings_stored",
+                {"count": len(rows), "readings": [[m, i] for m, i in rows]},
+                t_sim=last,
+            )
 
     def manage(self, action: str, entry: MeterEntry | str, *, by: str, t_sim: float) -> None:
         """Write a registry change to the system log (the caller changed the registry)."""

@@ -38,7 +38,13 @@ from typing import Any, Literal
 
 from smtestbed.services._runtime.errors import RequestError, TestbedError
 from smtestbed.services.gateway.schema import MeterState, Reading, Taf, Value
-from smtestbed.services.gateway.store_checks import MAX_INT, check, queue_row, reading_row
+from smtestbed.services.gateway.store_checks import (
+    MAX_INT,
+    check,
+    processed_row,
+    queue_row,
+    reading_row,
+)
 
 SCHEMA_VERSION = 1
 CounterKey = tuple[str, str, int, int, int]
@@ -268,7 +274,17 @@ class Store:
 
         None marks a duplicate (frame digest stored before or earlier in the batch).
         """
-        rows = [reading_row(r, i) for i, r in enumerate(readings)]
+        return self._commit([reading_row(r, i) for i, r in enumerate(readings)], readings)
+
+    def commit_processed(self, readings: Sequence[Reading]) -> list[int | None]:
+        """Store readings built by measurement processing like :meth:`commit_batch`.
+
+        The gateway's own entry point: processing built these readings with checked types
+        and ranges, so of each reading only its time stamp is checked again.
+        """
+        return self._commit([processed_row(r, i) for i, r in enumerate(readings)], readings)
+
+    def _commit(self, rows: list[tuple[Any, ...]], readings: Sequence[Reading]) -> list[int | None]:
         with self.transaction() as db:
             ids = _insert_readings(db, rows)
             states = self._write(db, readings, ids)

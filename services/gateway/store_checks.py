@@ -56,6 +56,29 @@ def reading_row(reading: Any, index: int) -> tuple[Any, ...]:
     return (*row, bytes(digest))
 
 
+def processed_row(reading: Reading, index: int) -> tuple[Any, ...]:
+    """Return the row of a reading that measurement processing built, without id.
+
+    Processing builds the meter ID, access number, message counter, digest and values
+    itself, with the usual types and ranges (values through the record layouts, finite by
+    its plausibility check); only the time stamp came from its caller, so only that is
+    checked here. A reading that is not of that kind goes through :func:`reading_row`.
+
+    Raises:
+        RequestError: from :func:`reading_row`.
+    """
+    t = reading.t_sim
+    if type(reading) is Reading and type(t) is float and -_INF < t < _INF:
+        return (
+            reading.meter,
+            t,
+            reading.access_number,
+            reading.message_counter,
+            reading.frame_digest,
+        )
+    return reading_row(reading, index)
+
+
 def _plain(r: Any) -> bool:
     """Return True for a reading of exactly the usual types within range (the fast path)."""
     return (

@@ -151,6 +151,23 @@ def test_non_reading_in_batch_is_refused(open_store: OpenStore) -> None:
     assert store.count() == 0
 
 
+def test_processed_readings_have_their_time_stamp_checked(open_store: OpenStore) -> None:
+    """commit_processed stores like commit_batch; an integer t_sim is stored as a float and
+    a time stamp that is not finite is refused before anything is stored."""
+    store = open_store()
+    assert store.commit_processed([reading(1), dataclasses.replace(reading(2), t_sim=1800)]) == [
+        1,
+        2,
+    ]
+    assert [(i, r.t_sim) for i, r in store.readings("12345678")] == [(1, 900.0), (2, 1800.0)]
+    before = store.digest()
+    bad = dataclasses.replace(reading(3), t_sim=float("nan"))
+    with pytest.raises(RequestError) as caught:
+        store.commit_processed([reading(4), bad])
+    assert caught.value.field == "readings[1].t_sim"
+    assert store.digest() == before
+
+
 def test_file_is_wal_with_full_sync_and_foreign_keys(open_store: OpenStore) -> None:
     """The store runs in WAL mode, synchronous=FULL and with foreign keys enforced."""
     store = open_store()
