@@ -1,1 +1,1 @@
-"""WAN market participants: the gateway administrator (GWA) and external market participants (EMT)."""
+"""WAN parties: the gateway administrator (GWA) and the market participants (EMT)."""
