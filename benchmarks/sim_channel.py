@@ -5,9 +5,10 @@ Run: ``.venv/bin/python benchmarks/sim_channel.py [scale]``.
 One window of T1 frames (50 bytes, offered load G = 0.2 on 868.95 MHz) from meters spread
 over 2 km x 2 km around one receiver, thermal noise on. Rows:
 
-- kernels: numpy sort by start time, the columns put in that order with airtime added
-  (``ordered_frames``), path loss (put in order afterwards: one receiver), collision sweep
-  (sums of overlapping power) and fate + BER per frame, as ``ChannelModel`` calls them;
+- kernels: stable order by start time (numpy sorts keys of time and index; one pass reads
+  the columns in that order with airtime added: ``ordered_frames``), path loss (put in order
+  afterwards: one receiver), collision sweep of the ordered frames (sums of overlapping
+  power) and fate + BER per frame, as ``ChannelModel`` calls them;
 - window: all of ``ChannelModel.process`` (batch columns in, bit errors drawn and applied to a
   copy of the delivered bytes, received batch out), with 4 receivers.
 
@@ -61,13 +62,11 @@ def _noise_mw() -> float:
 def _kernels(f: dict[str, Any]) -> int:
     """Run the kernels of one window at one receiver, as ``ChannelModel`` orders the frames.
 
-    The frames are put in start-time order once (numpy sort and gathers); the kernels then
-    read every column in that order. Returns the frames delivered.
+    The frames are put in start-time order once (numpy sorts the keys, one pass reads the
+    columns in that order); the kernels then read every column in that order. Returns the
+    frames delivered.
     """
-    order = np.argsort(f["t"])  # ties would need the stable sort (ChannelModel checks)
-    t, end, mode, _meter, _ties = kernels.ordered_frames(
-        order, f["t"], f["offsets"], f["mode"], f["meter"]
-    )
+    order, t, end, mode = kernels.ordered_frames(f["t"], f["offsets"], f["mode"])
     power_dbm = kernels.received_power_dbm(
         f["tx"], f["x"], f["y"], f["meter"],
         receivers=np.zeros((1, 3)), obstacles=np.zeros((0, 4)),
@@ -76,8 +75,8 @@ def _kernels(f: dict[str, Any]) -> int:
     )[:, order]  # fmt: skip
     power_mw = 10.0 ** (power_dbm / 10.0)
     noise = np.full((1, 3), _noise_mw())
-    direct, echo, overlaps = sweep.sweep(
-        np.arange(t.size), t, end, kernels.MODE_CHANNEL[mode], power_mw,
+    direct, echo, overlaps = sweep.sweep_sorted(
+        t, end, kernels.MODE_CHANNEL[mode], power_mw,
         floor_mw=noise[:, 0] / 10.0, echo_delay=np.zeros(0), echo_gain=np.zeros(0),
     )  # fmt: skip
     outcome, _ber = sweep.decide(

@@ -95,66 +95,144 @@ def airtime(mode: U8, nbytes: I64) -> F8:
     return _airtime(mode, nbytes, HEAD_CHIPS, CHIPS_PER_BYTE, CHIP_RATE)
 
 
+_SIGN = np.uint64(1) << np.uint64(63)
+
+
 @njit(cache=True)
-def _ordered(
-    order: I64, t: F8, offsets: U32, mode: U8, meter: U32, head: F8, per_byte: F8, rate: F8
-) -> tuple[F8, F8, U8, U32, bool]:
-    n = order.size
-    t_out, end = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
-    mode_out, meter_out = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint32)
+def _sort_keys(t: F8, bits: int) -> U64:
+    """Return per time a key that sorts as the time does, its low ``bits`` bits the index.
+
+    The float's bits are made monotone (sign flipped, negatives inverted, -0.0 as 0.0) and
+    their ``bits`` lowest bits give way to the index, so keys sort by time and then index;
+    times that share the kept high bits are sorted exactly afterwards (``_fix_runs``).
+    """
+    shift = np.uint64(bits)
+    bits_of = t.view(np.uint64)
+    out = np.empty(t.size, dtype=np.uint64)
+    for i in range(t.size):
+        if math.isnan(t[i]):
+            raise ValueError("times must not be NaN")
+        x = bits_of[i] if t[i] != 0.0 else np.uint64(0)
+        x = ~x if x & _SIGN else x | _SIGN
+        out[i] = ((x >> shift) << shift) | np.uint64(i)
+    return out
+
+
+@njit(cache=True)
+def _fix_run(lo: int, hi: int, t: F8, columns: tuple[I64, F8, F8, U8]) -> None:
+    """Sort rows ``lo:hi`` (in index order, times sharing their key) by time, stably."""
+    perm = np.argsort(t[lo:hi], kind="mergesort") + lo
+    order, t_out, end, mode = columns
+    order[lo:hi], t_out[lo:hi] = order[perm], t_out[perm]
+    end[lo:hi], mode[lo:hi] = end[perm], mode[perm]
+
+
+@njit(cache=True)
+def _unpack_frames(
+    keys: U64, bits: int, t: F8, offsets: U32, mode: U8, head: F8, per_byte: F8, rate: F8
+) -> tuple[I64, F8, F8, U8]:
+    n = keys.size
+    order, t_out = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+    end, mode_out = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.uint8)
+    columns = (order, t_out, end, mode_out)
+    shift = np.uint64(bits)
+    mask = (np.uint64(1) << shift) - np.uint64(1)
+    run = 0
     for a in range(n):
-        i = order[a]
+        i = np.int64(keys[a] & mask)
         m = mode[i]
-        t_out[a] = t[i]
+        order[a], t_out[a], mode_out[a] = i, t[i], m
         nbytes = np.int64(offsets[i + 1]) - np.int64(offsets[i])
         end[a] = t[i] + (head[m] + per_byte[m] * nbytes) / rate[m]
-        mode_out[a] = m
-        meter_out[a] = meter[i]
-    ties = False
-    for a in range(1, n):
-        if t_out[a] == t_out[a - 1]:
-            ties = True
-            break
-    return t_out, end, mode_out, meter_out, ties
+        if a and (keys[a] >> shift) != (keys[a - 1] >> shift):
+            if a - run > 1:
+                _fix_run(run, a, t_out, columns)
+            run = a
+    if n - run > 1:
+        _fix_run(run, n, t_out, columns)
+    return order, t_out, end, mode_out
 
 
 @njit(cache=True)
-def _take_link(order: I64, tx: F4, x: F4, y: F4) -> tuple[F4, F4, F4]:
+def _unpack(keys: U64, bits: int, t: F8) -> I64:
+    n = keys.size
+    order, t_out = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+    shift = np.uint64(bits)
+    mask = (np.uint64(1) << shift) - np.uint64(1)
+    run = 0
+    for a in range(n):
+        order[a] = i = np.int64(keys[a] & mask)
+        t_out[a] = t[i]
+        if a and (keys[a] >> shift) != (keys[a - 1] >> shift):
+            if a - run > 1:
+                _fix_run_order(run, a, t_out, order)
+            run = a
+    if n - run > 1:
+        _fix_run_order(run, n, t_out, order)
+    return order
+
+
+@njit(cache=True)
+def _fix_run_order(lo: int, hi: int, t: F8, order: I64) -> None:
+    perm = np.argsort(t[lo:hi], kind="mergesort") + lo
+    order[lo:hi], t[lo:hi] = order[perm], t[perm]
+
+
+def _sorted_keys(t: F8) -> tuple[U64, int]:
+    """Return the sort keys of ``t`` in order (numpy's sort) and how many index bits they hold."""
+    want(t, np.float64, "times")
+    bits = max(1, (t.size - 1).bit_length())
+    keys = _sort_keys(t, bits)
+    keys.sort()
+    return keys, bits
+
+
+def time_order(times: F8) -> I64:
+    """Return the indices that sort ``times``, equal times in index order (a stable sort).
+
+    Equal to ``np.argsort(times, kind="stable")`` (NaN refused) at about the cost of numpy's
+    sort of plain numbers: each key holds the time's high bits above the index, and times
+    whose keys tie on those bits are put in order exactly after the sort.
+    """
+    keys, bits = _sorted_keys(times)
+    return _unpack(keys, bits, times)
+
+
+def ordered_frames(t_start: F8, offsets: U32, mode: U8) -> tuple[I64, F8, F8, U8]:
+    """Return the frames' start-time order (stable) and start, end and mode in that order.
+
+    ``end`` is start + airtime (s). The order is that of :func:`time_order`; the columns come
+    out of the same pass that reads the sorted keys.
+    """
+    same_size(t_start, mode, offsets[1:])
+    want(offsets, np.uint32, "offsets")
+    want(mode, np.uint8, "mode")
+    if mode.size and int(mode.max()) >= physics.N_MODES:
+        raise ValueError(f"mode {int(mode.max())} is not 0 (S1), 1 (T1) or 2 (C1)")
+    keys, bits = _sorted_keys(t_start)
+    return _unpack_frames(keys, bits, t_start, offsets, mode, HEAD_CHIPS, CHIPS_PER_BYTE, CHIP_RATE)
+
+
+@njit(cache=True)
+def _take_link(order: I64, tx: F4, x: F4, y: F4, meter: U32) -> tuple[F4, F4, F4, U32]:
     n = order.size
     tx_out = np.empty(n, dtype=np.float32)
     x_out, y_out = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    meter_out = np.empty(n, dtype=np.uint32)
     for a in range(n):
         i = order[a]
-        tx_out[a], x_out[a], y_out[a] = tx[i], x[i], y[i]
-    return tx_out, x_out, y_out
+        tx_out[a], x_out[a], y_out[a], meter_out[a] = tx[i], x[i], y[i], meter[i]
+    return tx_out, x_out, y_out, meter_out
 
 
-def ordered_frames(
-    order: I64, t_start: F8, offsets: U32, mode: U8, meter: U32
-) -> tuple[F8, F8, U8, U32, bool]:
-    """Return start, end (start + airtime, s), mode and meter of frames ``order[0], ...``.
-
-    One pass for what numpy does in several gathers; the flag tells whether two consecutive
-    start times are equal (the caller then needs a stable order).
-    """
-    same_size(t_start, mode, offsets[1:], meter)
-    want(t_start, np.float64, "t_start")
-    want(offsets, np.uint32, "offsets")
-    want(mode, np.uint8, "mode")
-    want(meter, np.uint32, "meter")
-    _check_order(order, t_start.size)
-    if mode.size and int(mode.max()) >= physics.N_MODES:
-        raise ValueError(f"mode {int(mode.max())} is not 0 (S1), 1 (T1) or 2 (C1)")
-    return _ordered(order, t_start, offsets, mode, meter, HEAD_CHIPS, CHIPS_PER_BYTE, CHIP_RATE)
-
-
-def ordered_links(order: I64, tx_dbm: F4, x: F4, y: F4) -> tuple[F4, F4, F4]:
-    """Return transmit power (dBm) and position (m) of frames ``order[0], order[1], ...``."""
-    same_size(tx_dbm, x, y)
+def ordered_links(order: I64, tx_dbm: F4, x: F4, y: F4, meter: U32) -> tuple[F4, F4, F4, U32]:
+    """Return transmit power (dBm), position (m) and meter of frames ``order[0], ...``."""
+    same_size(tx_dbm, x, y, meter)
     for arr, name in ((tx_dbm, "tx_dbm"), (x, "x"), (y, "y")):
         want(arr, np.float32, name)
+    want(meter, np.uint32, "meter")
     _check_order(order, tx_dbm.size)
-    return _take_link(order, tx_dbm, x, y)
+    return _take_link(order, tx_dbm, x, y, meter)
 
 
 def _check_order(order: I64, n: int) -> None:

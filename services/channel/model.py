@@ -38,6 +38,7 @@ from smtestbed.services.channel.kernels import (
     ordered_frames,
     ordered_links,
     received_power_dbm,
+    time_order,
 )
 from smtestbed.services.channel.sweep import DELIVERED, OUTCOMES, decide, sweep_sorted
 
@@ -116,27 +117,16 @@ class Ordered:
     t_start: F8
     end: F8
     mode: U8
-    meter: U32
 
     @classmethod
     def of(cls, frames: Frames) -> Ordered:
-        """Sort the frames by start time once, so every later pass reads them in order.
+        """Sort the frames by start time (stably) once, so every later pass reads them in order.
 
-        numpy's default sort is several times faster than its stable one on unordered
-        floats; ties, rare in real send times, fall back to the stable sort, so the order
-        (and with it every sum the sweep adds up) never depends on the sorting algorithm.
+        The meter column is not put in order here: only forced collisions and more receivers
+        than :data:`LINK_COLUMNS` read it in order.
         """
-        f = frames
-        order = np.argsort(f.t_start)
-        t_start, end, mode, meter, ties = ordered_frames(
-            order, f.t_start, f.offsets, f.mode, f.meter
-        )
-        if ties:
-            order = np.argsort(f.t_start, kind="stable")
-            t_start, end, mode, meter, _ = ordered_frames(
-                order, f.t_start, f.offsets, f.mode, f.meter
-            )
-        return cls(batch=order, t_start=t_start, end=end, mode=mode, meter=meter)
+        order, t_start, end, mode = ordered_frames(frames.t_start, frames.offsets, frames.mode)
+        return cls(batch=order, t_start=t_start, end=end, mode=mode)
 
     def end_order(self) -> I64:
         """Return the rows ordered by end time, equal ends in batch order."""
@@ -163,35 +153,25 @@ class ForcedCollisions:
     any: int = 0
     per_meter: dict[int, int] = field(default_factory=dict)
 
-    def take(self, meter: U32, order: I64) -> B1:
-        """Return the mask of this window's frames to collide and count them off."""
-        forced = np.zeros(meter.size, dtype=np.bool_)
+    def take(self, meter: U32, batch: I64) -> B1:
+        """Return the mask of this window's frames (in start order) to collide; count them off.
+
+        ``meter`` is the batch's column, ``batch[a]`` the batch frame of row ``a``.
+        """
+        forced = np.zeros(batch.size, dtype=np.bool_)
         if self.any:
-            chosen = order[: self.any]
-            forced[chosen] = True
-            self.any -= chosen.size
+            chosen = min(self.any, batch.size)
+            forced[:chosen] = True
+            self.any -= chosen
+        ordered = meter[batch] if self.per_meter else meter
         for m, left in list(self.per_meter.items()):
-            hits = order[meter[order] == m][:left]
+            hits = np.flatnonzero(ordered == m)[:left]
             forced[hits] = True
             if left - hits.size > 0:
                 self.per_meter[m] = left - hits.size
             else:
                 del self.per_meter[m]
         return forced
-
-
-def time_order(times: F8) -> I64:
-    """Return the indices that sort ``times``, equal times in index order (a stable sort).
-
-    numpy's default sort is several times faster than its stable one on unordered floats;
-    ties, rare in real send times, fall back to the stable sort, so the order (and with it
-    every sum the sweep adds up) never depends on the sorting algorithm.
-    """
-    order = np.argsort(times)
-    ordered = times[order]
-    if order.size > 1 and bool((ordered[1:] == ordered[:-1]).any()):
-        return np.argsort(times, kind="stable")
-    return order
 
 
 def deliveries(outcome: U8, by_time: I64) -> tuple[I64, I64]:
@@ -284,12 +264,13 @@ class ChannelModel:
         frames = Frames.from_batch(batch)
         ordered = Ordered.of(frames)
         power_dbm = self._power_dbm(frames, ordered)
-        outcome, ber = self._fates(ordered, power_dbm)
+        outcome, ber = self._fates(frames, ordered, power_dbm)
         rows, cols = deliveries(outcome, ordered.end_order())
+        delivered = ordered.batch[cols]
         out_off, out_data, errors = corrupt(
             frames.data,
             frames.offsets,
-            ordered.batch[cols],
+            delivered,
             np.ascontiguousarray(ber[rows, cols]),
             meter=frames.meter,
             t_bits=frames.t_start.view(np.uint64),
@@ -300,7 +281,7 @@ class ChannelModel:
             "receiver": rows.astype(np.uint16),
             "t_rx": np.ascontiguousarray(ordered.end[cols]),
             "rssi_dbm": power_dbm[rows, cols].astype(np.float32),
-            "meter": ordered.meter[cols],
+            "meter": frames.meter[delivered],
             "bit_errors": errors,
         }
         meta = {**batch.meta, "receivers": list(self.names)}
@@ -315,8 +296,9 @@ class ChannelModel:
         """
         links = len(self.names) > LINK_COLUMNS
         if links:
-            tx_dbm, x, y = ordered_links(ordered.batch, frames.tx_dbm, frames.x, frames.y)
-            meter = ordered.meter
+            tx_dbm, x, y, meter = ordered_links(
+                ordered.batch, frames.tx_dbm, frames.x, frames.y, frames.meter
+            )
         else:
             tx_dbm, x, y, meter = frames.tx_dbm, frames.x, frames.y, frames.meter
         power = received_power_dbm(
@@ -338,8 +320,8 @@ class ChannelModel:
             power -= extra[:, None]
         return power
 
-    def _fates(self, frames: Ordered, power_dbm: F8) -> tuple[U8, F8]:
-        end, order = frames.end, np.arange(frames.t_start.size)
+    def _fates(self, batch: Frames, frames: Ordered, power_dbm: F8) -> tuple[U8, F8]:
+        end = frames.end
         power_mw = 10.0 ** (power_dbm / 10.0)
         channel = MODE_CHANNEL[frames.mode]
         noise = self.noise_mw()
@@ -371,7 +353,7 @@ class ChannelModel:
             overlaps,
             direct,
             mode=frames.mode,
-            forced=self.forced.take(frames.meter, order),
+            forced=self.forced.take(batch.meter, frames.batch),
             rx=self._rx_state(),
             noise_mw=noise,
             capture_ratio=self._capture_ratio(),

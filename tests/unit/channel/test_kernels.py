@@ -312,39 +312,47 @@ def test_ber_is_half_exp_of_half_ebn0() -> None:
     assert physics.ber_fsk_noncoherent(10.0) == pytest.approx(3.369e-3, rel=1e-3)
 
 
-def test_ordered_frames_gathers_the_columns_and_adds_airtime() -> None:
-    """Start, start + airtime, mode and meter of order[0], order[1], ... equal a per-frame loop."""
+def test_ordered_frames_sorts_stably_and_adds_airtime() -> None:
+    """Order, start, start + airtime and mode equal a stable argsort and a per-frame loop."""
     f = _random_frames(300)
     offsets = np.concatenate([[0], np.cumsum(f["nbytes"])]).astype(np.uint32)
-    start = np.random.default_rng(7).uniform(0, 2.0, 300)
-    order = np.argsort(start)
-    t, end, mode, meter, ties = kernels.ordered_frames(order, start, offsets, f["mode"], f["meter"])
-    want_end = [start[i] + physics.airtime_s(int(f["mode"][i]), int(f["nbytes"][i])) for i in order]
-    assert t.tolist() == start[order].tolist()
+    start = np.round(np.random.default_rng(7).uniform(0, 2.0, 300), 2)  # with equal times
+    order, t, end, mode = kernels.ordered_frames(start, offsets, f["mode"])
+    want = np.argsort(start, kind="stable")
+    want_end = [start[i] + physics.airtime_s(int(f["mode"][i]), int(f["nbytes"][i])) for i in want]
+    assert order.tolist() == want.tolist()
+    assert t.tolist() == start[want].tolist()
     assert end.tolist() == want_end
-    assert mode.tolist() == f["mode"][order].tolist()
-    assert meter.tolist() == f["meter"][order].tolist()
-    assert not ties
+    assert mode.tolist() == f["mode"][want].tolist()
 
 
-def test_ordered_frames_flags_equal_start_times() -> None:
-    """Two frames starting at the same time set the ties flag."""
-    *_columns, ties = kernels.ordered_frames(
-        np.array([0, 1, 2]),
-        np.array([0.5, 0.5, 1.0]),
-        np.array([0, 20, 40, 60], np.uint32),
-        np.ones(3, np.uint8),
-        np.arange(3, dtype=np.uint32),
-    )
-    assert ties
+@pytest.mark.parametrize(
+    "times",
+    [
+        np.random.default_rng(8).uniform(0, 3e4, 5000),
+        5.0 + np.random.default_rng(9).uniform(0, 1e-9, 3000),  # keys tie on their high bits
+        np.array([0.0, -0.0, 1.5, -2.0, 0.0, -1e-300, 1e-300, -0.0, 3.0, 3.0]),
+        np.zeros(0),
+        np.ones(1),
+    ],
+)
+def test_time_order_equals_a_stable_argsort(times: np.ndarray) -> None:
+    """time_order equals np.argsort(kind="stable"), also for times closer than the key bits."""
+    assert kernels.time_order(times).tolist() == np.argsort(times, kind="stable").tolist()
 
 
-def test_ordered_links_gathers_power_and_position() -> None:
-    """Transmit power, x and y come out in the given order."""
+def test_time_order_refuses_nan() -> None:
+    """A NaN time raises ValueError."""
+    with pytest.raises(ValueError, match="NaN"):
+        kernels.time_order(np.array([1.0, math.nan]))
+
+
+def test_ordered_links_gathers_power_position_and_meter() -> None:
+    """Transmit power, x, y and meter come out in the given order."""
     f = _random_frames(200)
     order = np.random.default_rng(3).permutation(200)
-    got = kernels.ordered_links(order, f["tx"], f["x"], f["y"])
-    for column, name in zip(got, ("tx", "x", "y"), strict=True):
+    got = kernels.ordered_links(order, f["tx"], f["x"], f["y"], f["meter"])
+    for column, name in zip(got, ("tx", "x", "y", "meter"), strict=True):
         assert column.tolist() == f[name][order].tolist()
 
 

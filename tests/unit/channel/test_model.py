@@ -9,7 +9,8 @@ from smtestbed.proto.wmbus.link import add_crcs_a, strip_crcs_a
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services.channel import physics
 from smtestbed.services.channel.config import ChannelConfig, scene_from_config
-from smtestbed.services.channel.model import ChannelInputError, time_order
+from smtestbed.services.channel.kernels import time_order
+from smtestbed.services.channel.model import ChannelInputError
 
 from tests.unit.channel.scenes import column, frames_batch, ideal, model
 
