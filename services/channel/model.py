@@ -322,7 +322,8 @@ class ChannelModel:
 
     def _fates(self, batch: Frames, frames: Ordered, power_dbm: F8) -> tuple[U8, F8]:
         end = frames.end
-        power_mw = 10.0 ** (power_dbm / 10.0)
+        power_mw = np.divide(power_dbm, 10.0)
+        np.power(10.0, power_mw, out=power_mw)  # 10 ** (dBm / 10), one array
         channel = MODE_CHANNEL[frames.mode]
         noise = self.noise_mw()
         floor = noise.min(axis=1) / physics.db_to_mw(self.scene.interference_margin_db)
@@ -335,9 +336,10 @@ class ChannelModel:
             echo_delay=self._echo_delay,
             echo_gain=self._echo_gain,
         )
-        interference = direct + echo
+        # without echoes ``echo`` holds zeros, and direct + 0.0 is direct (its sums are >= 0)
+        interference = direct + echo if self._echo_delay.size else direct
         if self._itf_channel.size:
-            interference += interferer_power_mw(
+            interference = interference + interferer_power_mw(
                 frames.t_start,
                 end,
                 channel,
