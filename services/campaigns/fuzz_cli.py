@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from smtestbed.services._runtime.commands import TestbedCommand
 from smtestbed.services.campaigns import atheris_engine
+from smtestbed.services.campaigns.ca_http import fuzz_ca_http
 from smtestbed.services.campaigns.fuzz_report import FuzzReport, print_report
 from smtestbed.services.campaigns.gateway_lmn import WIRE_SHARE, fuzz_gateway
 from smtestbed.services.campaigns.mutation_engine import Budget, fuzz_in_process
@@ -23,6 +24,8 @@ def run_campaign(target: str, budget: Budget, *, seed: int, out: Path, engine: s
     """Run one campaign with the engine asked for (``auto``: atheris where it imports)."""
     if target == "gateway-lmn":
         return fuzz_gateway(budget, seed=seed, out=out, wire_share=WIRE_SHARE)
+    if target == "ca-http":
+        return fuzz_ca_http(budget, seed=seed, out=out)
     if engine == "atheris" or (engine == "auto" and atheris_engine.available()):
         return atheris_engine.fuzz_with_atheris(target, budget, seed=seed, out=out)
     return fuzz_in_process(target, budget, seed=seed, out=out)
@@ -46,7 +49,7 @@ def run_campaign(target: str, budget: Budget, *, seed: int, out: Path, engine: s
     type=click.Choice(["auto", "atheris", "mutator"]),
     default="auto",
     show_default=True,
-    help="coverage-guided atheris or the seeded mutator (gateway-lmn: always the mutator)",
+    help="coverage-guided atheris or the seeded mutator (service targets: always the mutator)",
 )
 @click.option("--per-input", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
 def command(

@@ -124,4 +124,6 @@ TARGETS: dict[str, Target] = {
     )
 }
 IN_PROCESS = tuple(TARGETS)
-ALL_TARGETS = (*IN_PROCESS, "gateway-lmn")
+SERVICE_TARGETS = ("gateway-lmn", "ca-http")
+"""Targets that drive a real service process or socket (always the seeded mutator)."""
+ALL_TARGETS = (*IN_PROCESS, *SERVICE_TARGETS)
