@@ -14,6 +14,7 @@ next check on.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as pkix
-from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.errors import ConfigError, TestbedError
 
 __all__ = [
     "ChainStatus",
@@ -36,6 +37,7 @@ __all__ = [
     "TrustFiles",
     "check_chain",
     "common_name",
+    "load_owner_key",
     "read_certificates",
     "read_crls",
     "read_private_key",
@@ -162,6 +164,43 @@ def read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
         raise ConfigError(f"{path}: not an unencrypted PEM private key: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path}: not an EC private key")
+    return key
+
+
+def load_owner_key(
+    path: Path,
+    *,
+    password: bytes | None,
+    what: str,
+    undecodable: str,
+    error: type[TestbedError],
+) -> ec.EllipticCurvePrivateKey:
+    """Load a PEM EC private key from a file that only its owner may read.
+
+    Args:
+        path: the key file.
+        password: the PKCS#8 passphrase, or None for an unencrypted key.
+        what: the key's name in the message when the file cannot be read ("CA key").
+        undecodable: the message when the PEM does not load (wrong passphrase, no key).
+        error: the error raised, with a message that starts with ``path``.
+
+    Raises:
+        TestbedError: ``error``, when the file is unreadable, has group or other permission
+            bits (must be 0600), does not load, or holds no EC key.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise error(f"{path}: key file has mode {mode:04o}, must be 0600")
+    try:
+        key = serialization.load_pem_private_key(pem, password=password)
+    except (ValueError, TypeError) as exc:
+        raise error(f"{path}: {undecodable}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise error(f"{path}: not an EC private key")
     return key
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from smtestbed.services._runtime.pki import load_owner_key
 from smtestbed.services.ca.errors import CaError
 
 __all__ = [
@@ -210,21 +210,13 @@ class CaStore:
 
     def load_key(self, name: str, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
         """Load and decrypt CA key ``name``; a too open file or a wrong passphrase is refused."""
-        path = self.key_path(name)
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            pem = path.read_bytes()
-        except OSError as exc:
-            raise CaError(f"{path}: cannot read CA key: {exc.strerror}") from exc
-        if mode & 0o077:
-            raise CaError(f"{path}: key file has mode {mode:04o}, must be 0600")
-        try:
-            key = serialization.load_pem_private_key(pem, password=passphrase)
-        except (ValueError, TypeError) as exc:
-            raise CaError(f"{path}: cannot decrypt CA key (wrong SMTB_CA_PASSPHRASE?)") from exc
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CaError(f"{path}: not an EC private key")
-        return key
+        return load_owner_key(
+            self.key_path(name),
+            password=passphrase,
+            what="CA key",
+            undecodable="cannot decrypt CA key (wrong SMTB_CA_PASSPHRASE?)",
+            error=CaError,
+        )
 
     def write_pem(self, relative: str, pem: bytes) -> Path:
         """Write a public PEM file (certificate, CRL) under the directory, mode 0644."""

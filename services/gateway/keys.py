@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from smtestbed.services._runtime.errors import TestbedError
+from smtestbed.services._runtime.pki import load_owner_key
 
 __all__ = [
     "CURVES",
@@ -184,19 +184,13 @@ def _create(path: Path, private_key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def _load_private(path: Path) -> ec.EllipticCurvePrivateKey:
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read signing key: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise KeyFileError(f"{path}: key file has mode {mode:04o}, must be 0600")
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not an unencrypted PEM private key") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise KeyFileError(f"{path}: not an EC private key")
+    key = load_owner_key(
+        path,
+        password=None,
+        what="signing key",
+        undecodable="not an unencrypted PEM private key",
+        error=KeyFileError,
+    )
     _curve(key.curve.name)
     return key
 
