@@ -41,3 +41,18 @@ def test_ca_http_refusals_are_json_4xx_and_leave_the_ca_unchanged(tmp_path: Path
     assert report["unique_crashes"] == 0, report["crashes"]
     assert proof["alive"] is True
     assert code == 0
+
+
+def test_mbus_master_stores_nothing_from_replies_that_fail_the_checksum(tmp_path: Path) -> None:
+    """Garbled slave replies over TCP: poll never raises or hangs; bad rounds store nothing."""
+    code, report = _quick("mbus-master", tmp_path)
+    proof = report["gateway"]
+    assert report["inputs"] > 20
+    assert report["unique_crashes"] == 0, report["crashes"]
+    assert report["hangs"] == 0
+    assert proof["alive"] is True
+    assert proof["unchanged"] is True
+    assert proof["rounds_refused"] > 0
+    assert proof["garbage_bytes"] > 0
+    assert proof["readings"] >= 1  # the genuine round before the mutated ones
+    assert code == 0
