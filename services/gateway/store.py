@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smtestbed.services._runtime.errors import RequestError, TestbedError
+from smtestbed.services._runtime.transactions import write_transaction
 from smtestbed.services.gateway.schema import MeterState, Reading, Taf, Value
 from smtestbed.services.gateway.store_checks import (
     MAX_INT,
@@ -225,20 +226,11 @@ class Store:
         Raises:
             StoreError: SQLite refused a statement or the commit (nothing is kept).
         """
-        with self._lock:
-            db = self._live()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
+        with (
+            self._lock,
+            write_transaction(self._live(), path=self.path, error=StoreError) as db,
+        ):
+            yield db
 
     def _live(self) -> sqlite3.Connection:
         if self._db is None:

@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from smtestbed.proto.delivery import Refusal, canonical
 from smtestbed.services._runtime.errors import TestbedError
+from smtestbed.services._runtime.transactions import write_transaction
 from smtestbed.services.wan.emt_verify import VerifiedBatch
 
 __all__ = ["AcceptOutcome", "EmtStore", "EmtStoreError"]
@@ -100,19 +101,8 @@ class EmtStore:
         with self._lock:
             if self._db is None:
                 raise EmtStoreError(f"{self.path}: store is closed")
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise EmtStoreError(f"{self.path}: transaction failed: {exc}") from exc
+            with write_transaction(self._db, path=self.path, error=EmtStoreError) as db:
+                yield db
 
     def accept(
         self, verified: VerifiedBatch, *, received: float, bindings: Mapping[str, str]
