@@ -16,7 +16,8 @@ import socket
 import struct
 import termios
 import tty
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from smtestbed.services._runtime.errors import ConfigError
@@ -185,6 +186,28 @@ def _set_raw(fd: int, speed: int, *, even: bool) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     if even and not termios.tcgetattr(fd)[2] & termios.PARENB:
         raise termios.error(22, "the device dropped the parity setting")
+
+
+def check_link_table(
+    table: Mapping[str, Any], instances: Sequence[str], where: str, *, parity: str
+) -> None:
+    """Check the ``instance``, ``url`` and ``parity`` of an input or line table.
+
+    Args:
+        table: one ``serial_inputs`` or ``wired_lines`` table.
+        instances: the names of the configured instances.
+        where: the table's key (``gateway.wired_lines[0]``).
+        parity: the parity when the table gives none.
+
+    Raises:
+        ConfigError: naming the key at fault.
+    """
+    if table.get("instance") not in instances:
+        raise ConfigError(f"no instance {table.get('instance')!r}", key=f"{where}.instance")
+    if not isinstance(table.get("url"), str) or not table["url"]:
+        raise ConfigError("must be tcp://HOST:PORT or a device path", key=f"{where}.url")
+    if table.get("parity", parity) not in PARITIES:
+        raise ConfigError(f"must be one of {PARITIES}", key=f"{where}.parity")
 
 
 async def open_link(url: str, *, baudrate: int = 2400, parity: str = "E") -> Link:

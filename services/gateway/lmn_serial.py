@@ -28,7 +28,7 @@ from smtestbed.proto.sml.transport import START as SML_START
 from smtestbed.proto.sml.transport import unwrap_file
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
-from smtestbed.services.gateway.lmn_link import PARITIES, Link, open_link
+from smtestbed.services.gateway.lmn_link import Link, check_link_table, open_link
 from smtestbed.services.gateway.schema import Reading, Reason, Rejection
 from smtestbed.services.gateway.wired_readings import (
     Readout,
@@ -127,12 +127,7 @@ def parse_inputs(
     out = []
     for index, table in enumerate(tables):
         where = f"gateway.serial_inputs[{index}]"
-        if table.get("instance") not in instances:
-            raise ConfigError(f"no instance {table.get('instance')!r}", key=f"{where}.instance")
-        if not isinstance(table.get("url"), str) or not table["url"]:
-            raise ConfigError("must be tcp://HOST:PORT or a device path", key=f"{where}.url")
-        if table.get("parity", "N") not in PARITIES:
-            raise ConfigError(f"must be one of {PARITIES}", key=f"{where}.parity")
+        check_link_table(table, instances, where, parity="N")
         baudrate = table.get("baudrate", 9600)
         if isinstance(baudrate, bool) or not isinstance(baudrate, int):
             raise ConfigError("must be an integer", key=f"{where}.baudrate")

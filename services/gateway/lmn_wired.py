@@ -46,7 +46,7 @@ from smtestbed.proto.mbus import (
 from smtestbed.proto.mbus.requests import ADDRESS_SELECTED
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
-from smtestbed.services.gateway.lmn_link import PARITIES, Link, open_link
+from smtestbed.services.gateway.lmn_link import Link, check_link_table, open_link
 from smtestbed.services.gateway.wired_readings import (
     Readout,
     RefusedError,
@@ -139,12 +139,7 @@ def parse_line(table: Mapping[str, Any], instances: Sequence[str], where: str) -
     Raises:
         ConfigError: naming the key at fault.
     """
-    if table.get("instance") not in instances:
-        raise ConfigError(f"no instance {table.get('instance')!r}", key=f"{where}.instance")
-    if not isinstance(table.get("url"), str) or not table["url"]:
-        raise ConfigError("must be tcp://HOST:PORT or a device path", key=f"{where}.url")
-    if table.get("parity", "E") not in PARITIES:
-        raise ConfigError(f"must be one of {PARITIES}", key=f"{where}.parity")
+    check_link_table(table, instances, where, parity="E")
     meters = table.get("meters", [])
     if not isinstance(meters, list | tuple):
         raise ConfigError("must be a list of tables", key=f"{where}.meters")
