@@ -12,6 +12,7 @@ from smtestbed.services.campaigns import atheris_engine
 from smtestbed.services.campaigns.ca_http import fuzz_ca_http
 from smtestbed.services.campaigns.fuzz_report import FuzzReport, print_report
 from smtestbed.services.campaigns.gateway_lmn import WIRE_SHARE, fuzz_gateway
+from smtestbed.services.campaigns.gwa import fuzz_gwa
 from smtestbed.services.campaigns.mbus_master import fuzz_mbus_master
 from smtestbed.services.campaigns.mutation_engine import Budget, fuzz_in_process
 from smtestbed.services.campaigns.targets import ALL_TARGETS
@@ -27,6 +28,8 @@ def run_campaign(target: str, budget: Budget, *, seed: int, out: Path, engine: s
         return fuzz_gateway(budget, seed=seed, out=out, wire_share=WIRE_SHARE)
     if target == "ca-http":
         return fuzz_ca_http(budget, seed=seed, out=out)
+    if target == "gwa":
+        return fuzz_gwa(budget, seed=seed, out=out)
     if target == "mbus-master":
         return fuzz_mbus_master(budget, seed=seed, out=out)
     if engine == "atheris" or (engine == "auto" and atheris_engine.available()):

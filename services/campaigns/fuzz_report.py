@@ -7,8 +7,11 @@ JSON layout (``fuzz-<target>.json``)::
      "crashes": [{"kind", "frame", "message", "input_file", "input_hex", "count"}, ...],
      "hangs": 0, "hang_inputs": [...], "ok": true, "gateway": {...} | null}
 
-``gateway`` (target ``gateway-lmn`` only) holds ``digest_before``, ``digest_after``,
-``unchanged``, ``logs_before``, ``logs_after``, ``alive``, ``batches`` and ``frames``.
+``gateway`` holds the proof of a service target: always ``unchanged`` and ``alive``;
+``gateway-lmn`` adds ``digest_before``, ``digest_after``, ``logs_before``, ``logs_after``,
+``batches`` and ``frames``; ``ca-http`` the answers by status and ``GET /status`` before and
+after; ``gwa`` the replies and the store digest and meter count before and after;
+``mbus-master`` the poll rounds and the line counters.
 """
 
 from __future__ import annotations

@@ -124,6 +124,6 @@ TARGETS: dict[str, Target] = {
     )
 }
 IN_PROCESS = tuple(TARGETS)
-SERVICE_TARGETS = ("gateway-lmn", "ca-http", "mbus-master")
+SERVICE_TARGETS = ("gateway-lmn", "ca-http", "gwa", "mbus-master")
 """Targets that drive a real service process or socket (always the seeded mutator)."""
 ALL_TARGETS = (*IN_PROCESS, *SERVICE_TARGETS)

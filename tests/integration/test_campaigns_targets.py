@@ -56,3 +56,18 @@ def test_mbus_master_stores_nothing_from_replies_that_fail_the_checksum(tmp_path
     assert proof["garbage_bytes"] > 0
     assert proof["readings"] >= 1  # the genuine round before the mutated ones
     assert code == 0
+
+
+def test_gwa_frames_are_answered_and_refusals_leave_registry_and_store(tmp_path: Path) -> None:
+    """Mutated frames over mutual TLS: each gets its reply in time; refusals change nothing."""
+    code, report = _quick("gwa", tmp_path)
+    proof = report["gateway"]
+    assert report["inputs"] > 20
+    assert report["unique_crashes"] == 0, report["crashes"]
+    assert report["hangs"] == 0
+    assert proof["alive"] is True
+    assert proof["unchanged"] is True
+    assert proof["refused"] > 0
+    assert proof["digest_before"] == proof["digest_after"]
+    assert proof["meters_before"] == 4
+    assert code == 0
