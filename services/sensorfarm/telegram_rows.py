@@ -9,7 +9,7 @@ re-expands by itself when a meter's key changed.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numba
 import numpy as np
@@ -27,6 +27,20 @@ from smtestbed.services.sensorfarm.telegrams import (
     _seal7,
 )
 from smtestbed.services.sensorfarm.templates import template_table
+
+_Columns: TypeAlias = tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint16],
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.uint8],
+]
+"""Meter columns the kernels read: ident, manufacturer, version, device type, kind, security."""
+_Tables: TypeAlias = tuple[
+    npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
+]
+"""The record templates: bytes, lengths, value slots, scales (see ``template_table``)."""
 
 
 @njit(cache=True)
@@ -73,21 +87,12 @@ def _rows_chunk(
     lo: int,
     hi: int,
     rows: npt.NDArray[np.int64],
-    cols: tuple[
-        npt.NDArray[np.uint32],
-        npt.NDArray[np.uint16],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-    ],
+    cols: _Columns,
     access: npt.NDArray[np.uint8],
     counter: npt.NDArray[np.uint32],
     values: npt.NDArray[np.float64],
     round_keys: npt.NDArray[np.uint32],
-    tables: tuple[
-        npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
-    ],
+    tables: _Tables,
     offsets: npt.NDArray[np.uint32],
     out: npt.NDArray[np.uint8],
 ) -> None:
@@ -122,21 +127,12 @@ def _rows_chunk(
 @njit(cache=True)
 def _rows_serial(
     rows: npt.NDArray[np.int64],
-    cols: tuple[
-        npt.NDArray[np.uint32],
-        npt.NDArray[np.uint16],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-    ],
+    cols: _Columns,
     access: npt.NDArray[np.uint8],
     counter: npt.NDArray[np.uint32],
     values: npt.NDArray[np.float64],
     round_keys: npt.NDArray[np.uint32],
-    tables: tuple[
-        npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
-    ],
+    tables: _Tables,
     offsets: npt.NDArray[np.uint32],
     out: npt.NDArray[np.uint8],
 ) -> None:
@@ -146,21 +142,12 @@ def _rows_serial(
 @njit(parallel=True)  # not cached: Numba cannot cache parallel code reading the AES tables
 def _rows_parallel(
     rows: npt.NDArray[np.int64],
-    cols: tuple[
-        npt.NDArray[np.uint32],
-        npt.NDArray[np.uint16],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-        npt.NDArray[np.uint8],
-    ],
+    cols: _Columns,
     access: npt.NDArray[np.uint8],
     counter: npt.NDArray[np.uint32],
     values: npt.NDArray[np.float64],
     round_keys: npt.NDArray[np.uint32],
-    tables: tuple[
-        npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
-    ],
+    tables: _Tables,
     offsets: npt.NDArray[np.uint32],
     out: npt.NDArray[np.uint8],
 ) -> None:
