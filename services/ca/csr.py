@@ -57,9 +57,14 @@ def lookup_profile(name: str, *, end_entity: bool = True) -> Profile:
 def check_request(csr: x509.CertificateSigningRequest, profile_name: str) -> CheckedRequest:
     """Check ``csr`` against profile ``profile_name``; raise naming the field at fault."""
     profile = lookup_profile(profile_name)
-    if not csr.is_signature_valid:
+    try:
+        # A public key off its curve makes cryptography raise here rather than answer.
+        key = csr.public_key()
+        signature_ok = csr.is_signature_valid
+    except ValueError as exc:
+        raise InvalidRequestError(f"CSR public key is invalid: {exc}", field="csr.key") from exc
+    if not signature_ok:
         raise InvalidRequestError("CSR signature does not verify", field="csr")
-    key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise InvalidRequestError("not an elliptic-curve key", field="csr.key")
     if key.curve.name not in profile.curves:

@@ -23,11 +23,6 @@ def _quick(target: str, folder: Path) -> tuple[int, dict[str, Any]]:
     return result.exit_code, report
 
 
-@pytest.mark.xfail(
-    reason="services/ca/csr.py check_request: a CSR whose EC point is off the curve makes"
-    " csr.is_signature_valid raise ValueError('Invalid key'), answered 500",
-    strict=False,
-)
 def test_ca_http_refusals_are_json_4xx_and_leave_the_ca_unchanged(tmp_path: Path) -> None:
     """Mutated requests to the CA: no 5xx or dropped connection; refusals change no count."""
     code, report = _quick("ca-http", tmp_path)

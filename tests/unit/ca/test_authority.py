@@ -139,6 +139,28 @@ def test_csr_with_bad_signature_is_refused_and_token_kept(authority: Authority) 
     assert issued.subject == GATEWAY
 
 
+def _csr_with_point_off_the_curve() -> bytes:
+    csr = x509.load_pem_x509_csr(make_csr(GATEWAY))
+    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+    point = csr.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    at = bytes(der).index(point)
+    der[at + len(point) - 1] ^= 0x01  # last byte of y: the point leaves the curve
+    return bytes(der)
+
+
+def test_csr_with_a_public_key_off_its_curve_is_refused_on_field_csr_key(
+    authority: Authority,
+) -> None:
+    """A CSR whose EC point is not on the curve is refused with a clear error, not a crash."""
+    token = authority.create_token(profile="smgw-tls", subject=GATEWAY)
+    with pytest.raises(InvalidRequestError) as info:
+        authority.issue(_csr_with_point_off_the_curve(), "smgw-tls", Requester(token=token))
+    assert info.value.field == "csr.key"
+    assert authority.store.counts()["valid"] == 2  # the two sub-CAs only
+
+
 @pytest.mark.parametrize("profile", ["no-such-profile", "sub-ca", "root-ca"])
 def test_unknown_or_ca_profile_is_refused_on_field_profile(
     authority: Authority, profile: str
