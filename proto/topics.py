@@ -62,6 +62,9 @@ GATEWAY_EMT_DELIVERY_FAILED = "gateway.emt_delivery_failed"
 EMT_DELIVERY_ACCEPTED = "emt.delivery_accepted"
 EMT_DELIVERY_REFUSED = "emt.delivery_refused"
 
+# -- events: legal time from the WAN time service --------------------------------
+GATEWAY_TIME_DEVIATION = "gateway.time_deviation"
+
 # -- simulation plane --------------------------------------------------------
 FRAME_BATCH = "sim.frames"
 RECEIVED_BATCH = "sim.received"
@@ -135,6 +138,7 @@ EVENTS: frozenset[str] = frozenset(
         GATEWAY_EMT_DELIVERY_FAILED,
         EMT_DELIVERY_ACCEPTED,
         EMT_DELIVERY_REFUSED,
+        GATEWAY_TIME_DEVIATION,
         FRAME_BATCH,
         RECEIVED_BATCH,
     }
