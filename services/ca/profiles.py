@@ -8,6 +8,11 @@ The hierarchy follows TR-03109-4 in shape (three levels) with test names:
   it issues the gateway's separate TLS, signature and encryption certificates.
 - ``emt``: the sub-CA for market participants (GWA and EMT), each again with
   a TLS, a signature and an encryption certificate.
+- HAN clients of a gateway, also from the ``smgw`` sub-CA: ``han-display``
+  (OU ``DISPLAY``, a consumer's display; its CN ``display.<consumer>.han.test.example``
+  names the consumer whose data it may read) and ``han-technician`` (OU
+  ``TECHNICIAN``, the service technician's diagnostics access). Both are TLS
+  client certificates only (EKU clientAuth), requested by the GWA.
 
 Every certificate below the root carries the certificate policy
 :data:`TEST_POLICY` (``1.3.6.1.4.1.32473.3109.4.1``). It lies under IANA
@@ -177,6 +182,19 @@ _ALL: list[Profile] = [
     *_triple("SMGW", "smgw", "smgw", ("gwa-tls", "smgw-tls")),
     *_triple("GWA", "gwa", "emt", ("gwa-tls",)),
     *_triple("EMT", "emt", "emt", ("emt-tls",)),
+    *(
+        Profile(
+            name=f"han-{role.lower()}",
+            issuer="smgw",
+            role=role,
+            key_usage=frozenset({"digital_signature"}),
+            extended_key_usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+            validity=timedelta(days=730),
+            dns_name=True,
+            requested_by=("gwa-tls",),
+        )
+        for role in ("DISPLAY", "TECHNICIAN")
+    ),
 ]
 PROFILES: dict[str, Profile] = {p.name: p for p in _ALL}
 
