@@ -55,6 +55,8 @@ CA_REQUEST_REFUSED = "ca.request_refused"
 WAN_TLS_REFUSED = "wan.tls_refused"
 WAN_ADMIN_REFUSED = "wan.admin_refused"
 WAN_CRL_UPDATED = "wan.crl_updated"
+HAN_TLS_REFUSED = "han.tls_refused"
+HAN_ACCESS_REFUSED = "han.access_refused"
 
 # -- events: TAF delivery to the EMTs ------------------------------------------
 GATEWAY_EMT_DELIVERED = "gateway.emt_delivered"
@@ -134,6 +136,8 @@ EVENTS: frozenset[str] = frozenset(
         WAN_TLS_REFUSED,
         WAN_ADMIN_REFUSED,
         WAN_CRL_UPDATED,
+        HAN_TLS_REFUSED,
+        HAN_ACCESS_REFUSED,
         GATEWAY_EMT_DELIVERED,
         GATEWAY_EMT_DELIVERY_FAILED,
         EMT_DELIVERY_ACCEPTED,
