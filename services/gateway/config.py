@@ -62,3 +62,9 @@ class GatewayConfig(ServiceConfig):
     emt_retry_s: float = doc(1.0, "wall time before retrying a failed delivery, s (doubles)")
     emt_retry_max_s: float = doc(60.0, "longest wait between delivery retries, s")
     emt_poll_s: float = doc(2.0, "wall time between looks at an idle EMT queue, s")
+    time_service: str = doc("", "WAN time service tls://HOST:PORT (empty: no time sync)")
+    time_server_name: str = doc("", "dNSName the time service's certificate must carry")
+    time_sync_every_s: float = doc(3600.0, "simulated time between time syncs, s")
+    time_max_deviation_s: float = doc(
+        3.0, "deviation from the time service beyond which readings are flagged, s"
+    )

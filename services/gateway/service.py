@@ -23,7 +23,15 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services.gateway import api, emt_delivery, integrity, lmn_serial, lmn_wired, wan
+from smtestbed.services.gateway import (
+    api,
+    emt_delivery,
+    integrity,
+    lmn_serial,
+    lmn_wired,
+    timesync,
+    wan,
+)
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
@@ -54,6 +62,10 @@ class Gateway(Service):
         self.unrouted = 0
         self.wan: wan.WanServer | None = None
         self.senders: list[emt_delivery.EmtSender] = []
+        # The time readings are stamped with: the simulation clock plus the offset the
+        # WAN time sync keeps (see timesync); 0 without a time service.
+        self.time = timesync.GatewayTime(self.clock.now)
+        self.sync: timesync.TimeSync | None = None
 
     def open_instances(self) -> None:
         """Open (or create) every instance's folder, store, keys and logs."""
@@ -80,11 +92,12 @@ class Gateway(Service):
         self.senders = emt_delivery.senders(
             self.cfg, self.instances, bus=self.bus, clock=self.clock.now
         )
+        self.sync = timesync.time_sync(self.cfg, self.instances, time=self.time, bus=self.bus)
         wired = lmn_wired.pollers(
-            self.cfg.wired_lines, self.instances, clock=self.clock.now, announce=self._announce
+            self.cfg.wired_lines, self.instances, clock=self.time.now, announce=self._announce
         )
         raw = lmn_serial.inputs(
-            self.cfg.serial_inputs, self.instances, clock=self.clock.now, announce=self._announce
+            self.cfg.serial_inputs, self.instances, clock=self.time.now, announce=self._announce
         )
         puller = BatchPuller(
             self.bus.ctx, self.cfg.input_endpoint, bind=True, on_reject=self._batch_rejected
@@ -103,6 +116,7 @@ class Gateway(Service):
                 lmn_wired.run_pollers(wired),
                 lmn_serial.run_inputs(raw),
                 *(sender.run_forever() for sender in self.senders),
+                self._sync_forever(),
             )
         finally:
             if self.wan:
@@ -110,6 +124,10 @@ class Gateway(Service):
             puller.close()
             for inst in self.instances.values():
                 inst.close()
+
+    async def _sync_forever(self) -> None:
+        if self.sync is not None:
+            await self.sync.run_forever(self.clock.sleep, self.cfg.time_sync_every_s)
 
     async def _ingest_forever(self, puller: BatchPuller) -> None:
         while True:
@@ -145,6 +163,8 @@ class Gateway(Service):
     def _ingest(self, name: str, frames: list[tuple[bytes, float]]) -> IngestResult:
         inst = self.instances[name]
         result = IngestResult()
+        if self.time.offset_s:
+            frames = [(raw, self.time.stamp(t_sim)) for raw, t_sim in frames]
         for start in range(0, len(frames), self.cfg.max_batch):
             part = inst.ingest(frames[start : start + self.cfg.max_batch])
             result.accepted += part.accepted
@@ -309,7 +329,11 @@ class Gateway(Service):
             api.number(p, "t1", None),
             limit=api.count(p, "limit", 1000, 100_000),
         )
-        return [api.reading_map(rid, r) for rid, r in rows]
+        flagged = timesync.flagged_ids(inst.store, [rid for rid, _ in rows])
+        return [
+            {**api.reading_map(rid, r), **({"flagged": True} if rid in flagged else {})}
+            for rid, r in rows
+        ]
 
     def _taf6(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
         meter = api.text(p, "meter")
