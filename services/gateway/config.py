@@ -52,6 +52,16 @@ class GatewayConfig(ServiceConfig):
         ("brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"), "ECDHE groups (and P-256/P-384)"
     )
     wan_handshake_timeout_s: float = doc(10.0, "wall time a TLS handshake may take, s")
+    han_listen: str = doc(
+        "", "HAN TLS endpoint HOST:PORT for displays and technicians (empty: none)"
+    )
+    han_instance: str = doc("", "instance the HAN endpoint belongs to (default: the first)")
+    han_cert: str = doc("", "gateway TLS certificate presented on the HAN (PEM, smgw-tls)")
+    han_key: str = doc("", "its private key (PEM)")
+    han_chain: tuple[str, ...] = doc((), "CA certificates sent after han_cert (PEM)")
+    han_trust: tuple[str, ...] = doc((), "trust anchors of HAN clients (SM-PKI root, PEM)")
+    han_crls: tuple[str, ...] = doc((), "CRL files (PEM) of the HAN clients' CA and the root")
+    han_handshake_timeout_s: float = doc(10.0, "wall time a HAN TLS handshake may take, s")
     emt_endpoints: tuple[dict[str, Any], ...] = doc(
         (), "EMTs the WAN instance pushes TAF data to: {emt, url = 'tls://HOST:PORT', server_name}"
     )

@@ -17,6 +17,7 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "lmn_wireless": ("service.py", "config.py", "__init__.py"),
     "lmn_wired": ("lmn_wired.py", "lmn_link.py", "wired_readings.py"),
     "lmn_serial": ("lmn_serial.py",),
+    "han": ("han.py",),
     "wan": ("wan.py", "emt_delivery.py", "timesync.py"),
 }
 

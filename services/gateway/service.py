@@ -12,6 +12,7 @@ tariff runner queues TAF data for the EMTs as simulated time passes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.gateway import (
     api,
     emt_delivery,
+    han,
     integrity,
     lmn_serial,
     lmn_wired,
@@ -61,6 +63,7 @@ class Gateway(Service):
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
         self.wan: wan.WanServer | None = None
+        self.han: han.HanServer | None = None
         self.senders: list[emt_delivery.EmtSender] = []
         # The time readings are stamped with: the simulation clock plus the offset the
         # WAN time sync keeps (see timesync); 0 without a time service.
@@ -105,11 +108,13 @@ class Gateway(Service):
         try:
             self._register_api()
             await self._start_wan()
+            await self._start_han(wired, raw)
             await self.bus.publisher.wait_connected(2.0)
             settle_heap()
             ready.set()
             await asyncio.gather(
                 self.wan.run() if self.wan else asyncio.sleep(0),
+                self.han.run() if self.han else asyncio.sleep(0),
                 self._ingest_forever(puller),
                 self._tariffs_forever(),
                 self._observe_forever(),
@@ -121,6 +126,8 @@ class Gateway(Service):
         finally:
             if self.wan:
                 self.wan.close()
+            if self.han:
+                self.han.close()
             puller.close()
             for inst in self.instances.values():
                 inst.close()
@@ -252,6 +259,26 @@ class Gateway(Service):
             )
             await self.wan.start()
 
+    async def _start_han(
+        self, wired: list[lmn_wired.LinePoller], raw: list[lmn_serial.SerialInput]
+    ) -> None:
+        if self.cfg.han_listen:
+
+            def diagnostics() -> dict[str, Any]:
+                lines = {p.config.url: dataclasses.asdict(p.counters) for p in wired}
+                lines.update({r.config.url: dataclasses.asdict(r.counters) for r in raw})
+                return {"lmn_lines": lines, "wan": self.wan.counters() if self.wan else {}}
+
+            self.han = han.HanServer(
+                self.cfg,
+                instances=self.instances,
+                bus=self.bus,
+                clock=self.clock,
+                log=self.log,
+                diagnostics=diagnostics,
+            )
+            await self.han.start()
+
     def _register_api(self) -> None:
         for method, handler in self.api_handlers().items():
             self.bus.handle(method, self._wrap(handler))
@@ -369,6 +396,7 @@ class Gateway(Service):
     def counters(self) -> dict[str, int]:
         """Return the totals over all instances."""
         out = {"unrouted": self.unrouted, **(self.wan.counters() if self.wan else {})}
+        out.update(self.han.counters() if self.han else {})
         for inst in self.instances.values():
             c = inst.counters
             out["frames"] = out.get("frames", 0) + c.frames

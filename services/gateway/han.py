@@ -1,0 +1,363 @@
+"""The gateway's HAN partition: consumer displays and the service technician over mutual TLS.
+
+A second TLS endpoint (``han_listen``), separate from the WAN one, with its
+own certificate, trust anchors and CRL files (``han_*`` settings). As on the
+WAN, each connection's handshake runs through ``connect_accepted_socket``
+(SM-PKI TLS profile, client certificate required, CRLs of the whole chain
+checked); a refused handshake is a ``han.tls_refused`` event with its reason,
+a ``han_tls_refused`` system-log entry and a count per reason.
+
+After the handshake the client speaks :mod:`smtestbed.proto.han` (the WAN
+framing). The role is the client certificate's subject OU:
+
+- ``DISPLAY``: its CN ``display.<consumer>.han.test.example`` names the one
+  consumer whose meters' readings, TAF data and consumer log it may read;
+- ``TECHNICIAN``: diagnostics only (counters; no readings, no keys).
+
+Every refused request (an operation not for the role, another consumer's
+meter or consumer id) is answered with an error naming the field, written to
+the system log as ``han_access_refused`` and published as
+``han.access_refused``. A meter of another consumer and an unregistered one
+get the same answer, so a display cannot probe which meters exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from smtestbed.proto import han, topics, wan
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.clock import SimClock
+from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
+from smtestbed.services.gateway import api
+from smtestbed.services.gateway.config import GatewayConfig
+from smtestbed.services.gateway.instance import GatewayInstance
+from smtestbed.services.gateway.logchain import read_entries
+from smtestbed.services.gateway.schema import MeterEntry
+
+__all__ = ["Diagnostics", "HanServer", "Publisher"]
+
+Diagnostics = Callable[[], dict[str, Any]]
+"""Returns the service's LMN line and WAN counters for the technician."""
+
+
+class Publisher(Protocol):
+    """Where events go (the service's bus client)."""
+
+    def publish(self, kind: str, body: Any) -> Any:
+        """Publish one event."""
+
+
+class AccessRefusedError(RequestError):
+    """A HAN client asked for data its role or consumer may not read."""
+
+
+class HanServer:
+    """The HAN endpoint of one gateway service (its instance ``han_instance``)."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        *,
+        instances: Mapping[str, GatewayInstance],
+        bus: Publisher,
+        clock: SimClock,
+        log: Any,
+        diagnostics: Diagnostics,
+    ) -> None:
+        self.cfg = cfg
+        self.host, self.port = _parse_listen(cfg.han_listen)
+        self.name = cfg.han_instance or cfg.instances[0]
+        if self.name not in instances:
+            raise ConfigError(f"no instance {self.name!r}", key="gateway.han_instance")
+        self.inst = instances[self.name]
+        self.bus = bus
+        self.clock = clock
+        self.log = log
+        self.diagnostics = diagnostics
+        self.context: ssl.SSLContext | None = None
+        self.listener: socket.socket | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.refused: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+
+    # -- life ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build the TLS context and start listening."""
+        self.context = self.build_context()
+        try:
+            self.listener = socket.create_server((self.host, self.port), backlog=64)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen: {exc}", key="gateway.han_listen") from exc
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.log.info("han_listening", host=self.host, port=self.port)
+
+    async def run(self) -> None:
+        """Accept connections until cancelled."""
+        assert self.listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, address = await loop.sock_accept(self.listener)
+            task = asyncio.create_task(self._connection(conn, f"{address[0]}:{address[1]}"))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        """Stop listening and end the open sessions."""
+        if self.listener is not None:
+            self.listener.close()
+        for task in self.tasks:
+            task.cancel()
+
+    def counters(self) -> dict[str, int]:
+        """Return the HAN counters (refused handshakes per reason, sessions, requests)."""
+        out = {f"han_tls_refused_{k}": v for k, v in self.refused.items()}
+        out["han_tls_refused"] = sum(self.refused.values())
+        return {**out, **{f"han_{k}": v for k, v in self.counts.items()}}
+
+    def build_context(self) -> ssl.SSLContext:
+        """Return the HAN server context (own certificate, HAN trust anchors and CRLs)."""
+        cfg = self.cfg
+        if not cfg.han_cert or not cfg.han_key or not cfg.han_trust:
+            raise ConfigError("han_listen needs han_cert, han_key and han_trust", key="gateway")
+        return tls.server_context(
+            Path(cfg.han_cert),
+            Path(cfg.han_key),
+            [Path(p) for p in cfg.han_chain],
+            [Path(p) for p in cfg.han_trust],
+            [Path(p) for p in cfg.han_crls],
+            groups=cfg.wan_groups,
+        )
+
+    # -- connections -----------------------------------------------------------
+
+    async def _connection(self, conn: socket.socket, where: str) -> None:
+        streams = await self._handshake(conn, where)
+        if streams is None:
+            return
+        reader, writer, peer = streams
+        try:
+            await self._session(reader, writer, peer, where)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the client went away between or during requests
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _handshake(
+        self, conn: socket.socket, where: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer] | None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=wan.HEADER + wan.MAX_FRAME)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self.context,
+                ssl_handshake_timeout=self.cfg.han_handshake_timeout_s,
+            )
+        except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
+            conn.close()
+            self._refuse_tls(tls.refusal_reason(exc), where, str(exc))
+            return None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+        self.counts["sessions"] += 1
+        fields = {"peer": where, "role": peer.role, "subject": peer.common_name}
+        self._system_log("han_connected", fields)
+        return reader, writer, peer
+
+    def _refuse_tls(self, reason: str, where: str, message: str) -> None:
+        self.refused[reason] += 1
+        body = {"gateway": self.name, "reason": reason, "peer": where, "message": message[:300]}
+        self.log.warning("han_tls_refused", **body)
+        self.bus.publish(topics.HAN_TLS_REFUSED, {**body, "t_sim": self.clock.now()})
+        self._system_log("han_tls_refused", body)
+
+    def _system_log(self, kind: str, fields: dict[str, Any]) -> None:
+        self.inst.logs.system.append(kind, fields, t_sim=self.clock.now())
+
+    async def _session(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tls.Peer,
+        where: str,
+    ) -> None:
+        while True:
+            try:
+                header = await reader.readexactly(wan.HEADER)
+            except asyncio.IncompleteReadError:
+                return  # the client closed the connection between requests
+            try:
+                body = await reader.readexactly(wan.frame_length(header))
+                request = wan.decode_request(body)
+            except wan.FrameError as exc:
+                reply = wan.Reply(id=0, ok=False, error=str(exc), field="frame")
+                writer.write(wan.encode(reply.to_map()))
+                await writer.drain()
+                return
+            writer.write(_encode_reply(self.answer(request, peer, where)))
+            await writer.drain()
+
+    # -- requests ---------------------------------------------------------------
+
+    def answer(self, request: wan.Request, peer: tls.Peer, where: str) -> wan.Reply:
+        """Check the client's role and consumer and run one request; never raises for bad input."""
+        self.counts["requests"] += 1
+        params = dict(request.params)
+        try:
+            result = self._dispatch(request.op, params, peer)
+        except AccessRefusedError as exc:
+            self._access_refused(request, peer, where, exc)
+            return _error(request.id, str(exc), exc.field)
+        except RequestError as exc:
+            return _error(request.id, str(exc), exc.field)
+        except TestbedError as exc:
+            return _error(request.id, str(exc), "")
+        return wan.Reply(id=request.id, ok=True, result=result)
+
+    def _dispatch(self, op: str, params: dict[str, Any], peer: tls.Peer) -> Any:
+        if op not in (*han.DISPLAY_OPS, *han.TECHNICIAN_OPS):
+            known = ", ".join((*han.DISPLAY_OPS, *han.TECHNICIAN_OPS))
+            raise RequestError(f"unknown operation {op!r} ({known})", field="op")
+        if peer.role == han.TECHNICIAN_ROLE and op in han.TECHNICIAN_OPS:
+            return self._diagnostics()
+        consumer = han.consumer_of(peer.common_name) if peer.role == han.DISPLAY_ROLE else ""
+        if not consumer or op not in han.DISPLAY_OPS:
+            role = peer.role or "none"
+            raise AccessRefusedError(f"role {role} may not use {op!r} on the HAN", field="role")
+        asked = params.get("consumer", consumer)
+        if asked != consumer:
+            raise AccessRefusedError(f"{asked!r} is not this display's consumer", field="consumer")
+        return self._display_op(op, params, consumer)
+
+    def _display_op(self, op: str, params: dict[str, Any], consumer: str) -> Any:
+        if op == "meters":
+            return [api.entry_map(e) for e in self._own_meters(consumer)]
+        if op == "readings":
+            meter = self._own_meter(params, consumer).meter
+            rows = self.inst.store.readings(
+                meter,
+                api.number(params, "t0", None),
+                api.number(params, "t1", None),
+                limit=api.count(params, "limit", 1000, 100_000),
+            )
+            return [api.reading_map(rid, r) for rid, r in rows]
+        if op == "latest":
+            return {"consumer": consumer, "readings": self._latest(consumer)}
+        if op == "taf_data":
+            return self._taf_data(params, consumer)
+        return self._consumer_log(params, consumer)
+
+    def _own_meters(self, consumer: str) -> list[MeterEntry]:
+        return [e for e in self.inst.registry.all() if e.consumer == consumer]
+
+    def _own_meter(self, params: dict[str, Any], consumer: str) -> MeterEntry:
+        meter = api.text(params, "meter")
+        entry = self.inst.registry.get(meter)
+        if entry is None or entry.consumer != consumer:
+            # the same answer for a foreign and an unknown meter: nothing to probe
+            raise AccessRefusedError(f"meter {meter!r} is not a meter of {consumer}", field="meter")
+        return entry
+
+    def _latest(self, consumer: str) -> list[dict[str, Any]]:
+        out = []
+        for entry in self._own_meters(consumer):
+            state = self.inst.store.state(entry.meter)
+            if state is None:
+                continue
+            rows = self.inst.store.readings(entry.meter, state.t_sim, None, limit=100)
+            if rows:
+                out.append(api.reading_map(*rows[-1]))
+        return out
+
+    def _taf_data(self, params: dict[str, Any], consumer: str) -> list[dict[str, Any]]:
+        if "meter" in params:
+            meters = [self._own_meter(params, consumer).meter]
+        else:
+            meters = [e.meter for e in self._own_meters(consumer)]
+        limit = api.count(params, "limit", 100, 10_000)
+        out: list[dict[str, Any]] = []
+        for meter in meters:
+            rows = self.inst.store.query(
+                "SELECT id, emt, taf, meter, payload, created FROM emt_queue "
+                "WHERE meter = ? ORDER BY id DESC LIMIT ?",
+                (meter, limit),
+            )
+            keys = ("id", "emt", "taf", "meter", "payload", "created")
+            out += [{**dict(zip(keys, r, strict=True)), "payload": json.loads(r[4])} for r in rows]
+        return out
+
+    def _consumer_log(self, params: dict[str, Any], consumer: str) -> dict[str, Any]:
+        name = f"consumer-{consumer}"
+        if consumer not in self.inst.logs.consumer_ids():
+            return {"log": name, "entries": [], "public_key": self.inst.key.fingerprint}
+        log = self.inst.logs.consumer(consumer)
+        start = api.count(params, "from_seq", 1, 2**62) - 1 if "from_seq" in params else 0
+        limit = api.count(params, "limit", 1000, 100_000)
+        rows = [e.to_json() for e in read_entries(log.path) if e.seq >= start]
+        return {"log": name, "entries": rows[:limit], "public_key": self.inst.key.fingerprint}
+
+    def _diagnostics(self) -> dict[str, Any]:
+        inst = self.inst
+        return {
+            "gateway": inst.name,
+            "meters": len(inst.registry),
+            "stored": inst.store.count(),
+            **inst.counters.to_map(),
+            **self.diagnostics(),
+            "han": self.counters(),
+        }
+
+    def _access_refused(
+        self, request: wan.Request, peer: tls.Peer, where: str, exc: AccessRefusedError
+    ) -> None:
+        self.counts["access_refused"] += 1
+        body = {
+            "gateway": self.name,
+            "op": request.op,
+            "field": exc.field,
+            "asked": _asked(request.params, exc.field),
+            "role": peer.role or "none",
+            "subject": peer.common_name,
+            "peer": where,
+        }
+        self.log.warning("han_access_refused", **body)
+        self.bus.publish(topics.HAN_ACCESS_REFUSED, {**body, "t_sim": self.clock.now()})
+        self._system_log("han_access_refused", body)
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"must be HOST:PORT, got {value!r}", key="gateway.han_listen")
+    return host, int(port)
+
+
+def _asked(params: Mapping[str, Any], field: str) -> str:
+    value = params.get(field, "") if field in ("meter", "consumer") else ""
+    return str(value)[:64]
+
+
+def _error(ident: int, message: str, field: str) -> wan.Reply:
+    return wan.Reply(id=ident, ok=False, error=message, field=field)
+
+
+def _encode_reply(reply: wan.Reply) -> bytes:
+    try:
+        return wan.encode(reply.to_map())
+    except (TypeError, ValueError, wan.FrameError) as exc:
+        return wan.encode(_error(reply.id, f"result cannot be sent: {exc}", "").to_map())
