@@ -1,0 +1,98 @@
+"""A consumer display on the gateway's HAN endpoint, and ``smtb display``.
+
+The display connects with its own ``han-display`` certificate (CN
+``display.<consumer>.han.test.example``; mutual TLS 1.2, SM-PKI profile)
+and speaks :mod:`smtestbed.proto.han`, the WAN framing, through the same
+client as the GWA (:class:`~smtestbed.services.wan.gwa.GwaClient`)::
+
+    async with display_session(host, port, context, server_name) as display:
+        latest = await display.call("latest")
+
+The gateway answers only with the display's own consumer's data; asking for
+another's raises :class:`~smtestbed.services.wan.gwa.WanRequestError` naming
+the field (``meter`` or ``consumer``).
+
+``smtb display`` prints the consumer's latest reading of each meter, one line
+per value: ``METER  TIME(UTC)  QUANTITY  VALUE UNIT``. Options may come from
+``SMTB_DISPLAY_<OPTION>`` environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.commands import TestbedCommand
+from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services.wan.gwa import GwaClient
+
+__all__ = ["command", "display_session", "latest_lines"]
+
+_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
+@contextlib.asynccontextmanager
+async def display_session(
+    host: str, port: int, context: ssl.SSLContext, server_name: str | None, timeout: float = 30.0
+) -> AsyncIterator[GwaClient]:
+    """Open a HAN session as a display; close it when the block ends."""
+    async with GwaClient.connect(host, port, context, server_name, timeout=timeout) as client:
+        yield client
+
+
+def latest_lines(latest: dict[str, Any]) -> list[str]:
+    """Return the lines ``smtb display`` prints for a ``latest`` result."""
+    lines = [f"consumer {latest.get('consumer', '')}"]
+    for reading in latest.get("readings", []):
+        when = datetime.fromtimestamp(float(reading["t_sim"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        for value in reading.get("values", []):
+            lines.append(
+                f"{reading['meter']}  {when}  {value['quantity']}  {value['value']} {value['unit']}"
+            )
+    if len(lines) == 1:
+        lines.append("no readings yet")
+    return lines
+
+
+@click.command(cls=TestbedCommand, context_settings={"auto_envvar_prefix": "SMTB_DISPLAY"})
+@click.option("--gateway", required=True, help="the gateway's HAN endpoint HOST:PORT")
+@click.option("--name", default="", help="the gateway certificate's DNS name (checked if given)")
+@click.option("--cert", required=True, type=_FILE, help="display TLS certificate (PEM)")
+@click.option("--key", required=True, type=_FILE, help="its private key (PEM)")
+@click.option("--chain", multiple=True, type=_FILE, help="CA certificates sent after --cert")
+@click.option("--trust", multiple=True, required=True, type=_FILE, help="SM-PKI root (PEM)")
+@click.option("--crl", multiple=True, required=True, type=_FILE, help="CRL files (PEM)")
+@click.option("--json", "as_json", is_flag=True, help="print the reply as JSON")
+@click.option("--timeout", default=30.0, show_default=True, help="seconds per request")
+def command(**opts: Any) -> None:
+    """Show the consumer's latest readings from the gateway's HAN endpoint."""
+    host, sep, port = str(opts["gateway"]).rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"must be HOST:PORT, got {opts['gateway']!r}", key="gateway")
+    context = tls.client_context(
+        opts["cert"],
+        opts["key"],
+        opts["chain"],
+        opts["trust"],
+        opts["crl"],
+        check_hostname=bool(opts["name"]),
+    )
+    result = asyncio.run(_latest(host, int(port), context, opts))
+    if opts["as_json"]:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        click.echo("\n".join(latest_lines(result)))
+
+
+async def _latest(host: str, port: int, context: ssl.SSLContext, opts: dict[str, Any]) -> Any:
+    name = opts["name"] or None
+    async with display_session(host, port, context, name, opts["timeout"]) as display:
+        return await display.call("latest")
