@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
     "ca": ("smtestbed.services.ca.cli:group", "the SM-PKI CA: run it, or work on a CA directory"),
     "channel": ("smtestbed.services.channel.cli:group", "run the radio channel"),
+    "display": (
+        "smtestbed.services.wan.display:command",
+        "a consumer's latest readings from the gateway's HAN endpoint (display certificate)",
+    ),
     "emt": (
         "smtestbed.services.wan.emt:group",
         "run an EMT: receive signed TAF data from gateways over TLS",
