@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "smtestbed.services.telemetry.cli:group",
         "MQTT, Prometheus and web dashboard",
     ),
+    "timeservice": (
+        "smtestbed.services.wan.timeservice:group",
+        "run a WAN time service gateways set their clocks from",
+    ),
     "top": ("smtestbed.services.telemetry.cli:top", "the testbed at a glance in the terminal"),
     "up": ("smtestbed.services.supervisor.cli:up", "start a testbed from a configuration"),
     "supervisor": ("smtestbed.services.supervisor.cli:group", "supervisor settings"),

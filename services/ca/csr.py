@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from smtestbed.services.ca.errors import InvalidRequestError
@@ -61,7 +62,7 @@ def check_request(csr: x509.CertificateSigningRequest, profile_name: str) -> Che
         # A public key off its curve makes cryptography raise here rather than answer.
         key = csr.public_key()
         signature_ok = csr.is_signature_valid
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise InvalidRequestError(f"CSR public key is invalid: {exc}", field="csr.key") from exc
     if not signature_ok:
         raise InvalidRequestError("CSR signature does not verify", field="csr")

@@ -150,6 +150,24 @@ def _csr_with_point_off_the_curve() -> bytes:
     return bytes(der)
 
 
+def _csr_with_an_unknown_curve() -> bytes:
+    der = bytearray(
+        x509.load_pem_x509_csr(make_csr(GATEWAY)).public_bytes(serialization.Encoding.DER)
+    )
+    oid = bytes.fromhex("06092b2403030208010107")  # brainpoolP256r1
+    at = bytes(der).index(oid)
+    der[at + len(oid) - 1] ^= 0x06  # 1.3.36.3.3.2.8.1.1.1: a curve nobody implements
+    return bytes(der)
+
+
+def test_csr_with_an_unknown_curve_is_refused_on_field_csr_key(authority: Authority) -> None:
+    """A CSR whose key names an unsupported curve is refused with a clear error, not a crash."""
+    token = authority.create_token(profile="smgw-tls", subject=GATEWAY)
+    with pytest.raises(InvalidRequestError) as info:
+        authority.issue(_csr_with_an_unknown_curve(), "smgw-tls", Requester(token=token))
+    assert info.value.field == "csr.key"
+
+
 def test_csr_with_a_public_key_off_its_curve_is_refused_on_field_csr_key(
     authority: Authority,
 ) -> None:
