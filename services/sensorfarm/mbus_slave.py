@@ -250,6 +250,9 @@ class MbusSlave:
             return None
         if address > MAX_PRIMARY_ADDRESS:
             return None
+        if address != self._primary:
+            # a telegram kept for a repeated REQ_UD2 carries the old address: start afresh
+            self.reset_link()
         self._primary = address
         return encode_ack()
 

@@ -313,3 +313,21 @@ def test_primary_address_outside_0_to_250_is_a_config_error() -> None:
     """A meter at address 251 cannot be built; the error names the field."""
     with pytest.raises(ConfigError, match="primary_address"):
         make_slave(Counter(), address=251)
+
+
+def test_repeated_request_after_a_new_primary_address_answers_with_the_new_address() -> None:
+    """After set-primary-address the kept telegram is dropped: the reply carries the new address.
+
+    Found by ``smtb fuzz mbus-slave``: REQ_UD2 (FCB 0), set address 5 -> 7, REQ_UD2 (FCB 0)
+    to the broadcast address returned the kept telegram still saying address 5.
+    """
+    from smtestbed.proto.mbus import decode_response, encode_set_primary_address, encode_short
+
+    slave = make_slave(Counter(), address=5, per_telegram=2)
+    first = send(slave, encode_short(0x5B, 5))
+    assert first is not None
+    assert decode_response(first).a == 5
+    assert send(slave, encode_set_primary_address(5, 7)) == b"\xe5"
+    again = send(slave, encode_short(0x5B, 0xFE))
+    assert again is not None
+    assert decode_response(again).a == 7
