@@ -46,6 +46,7 @@ GATEWAY_UPDATE_INSTALLED = "gateway.update_installed"
 GATEWAY_UPDATE_REFUSED = "gateway.update_refused"
 GATEWAY_METER_CHANGED = "gateway.meter_changed"
 GATEWAY_TAF_DATA = "gateway.taf_data"
+GATEWAY_METER_MISSING = "gateway.meter_missing"
 
 # -- events: PKI and WAN -------------------------------------------------------
 CA_CERT_ISSUED = "ca.cert_issued"
@@ -129,6 +130,7 @@ EVENTS: frozenset[str] = frozenset(
         GATEWAY_UPDATE_REFUSED,
         GATEWAY_METER_CHANGED,
         GATEWAY_TAF_DATA,
+        GATEWAY_METER_MISSING,
         CA_CERT_ISSUED,
         CA_CERT_REVOKED,
         CA_CRL_PUBLISHED,

@@ -57,6 +57,8 @@ from smtestbed.services.gateway.wired_readings import (
 
 Announce = Callable[[str, IngestResult], None]
 """Called with the instance name and what a poll round committed and refused."""
+Missing = Callable[[str, dict[str, Any]], object]
+"""Called with the instance name and the body of a ``gateway.meter_missing`` event."""
 RECONNECT_S = 1.0
 
 
@@ -302,6 +304,7 @@ class LinePoller:
         instance: the instance the meters belong to.
         clock: the gateway's time (simulation clock), s.
         announce: told what each poll round committed and refused.
+        on_missing: told (instance name, event body) when a meter goes missing.
     """
 
     def __init__(
@@ -310,11 +313,13 @@ class LinePoller:
         instance: GatewayInstance,
         clock: Callable[[], float],
         announce: Announce | None = None,
+        on_missing: Missing | None = None,
     ) -> None:
         self.config = config
         self.instance = instance
         self.clock = clock
         self.announce = announce
+        self.on_missing = on_missing
         self.counters = LineCounters()
         self.missing: set[str] = set()
         self.ingest = WiredIngest(instance)
@@ -401,6 +406,17 @@ class LinePoller:
             attempts=attempts,
             t_sim=self.clock(),
         )
+        if self.on_missing is not None:
+            self.on_missing(
+                self.instance.name,
+                {
+                    "meter": target.meter,
+                    "line": self.config.url,
+                    "reason": silent.reason,
+                    "attempts": attempts,
+                    "t_sim": self.clock(),
+                },
+            )
 
 
 def pollers(
@@ -409,10 +425,13 @@ def pollers(
     *,
     clock: Callable[[], float],
     announce: Announce | None = None,
+    on_missing: Missing | None = None,
 ) -> list[LinePoller]:
     """Return a poller per ``wired_lines`` table (validated; ConfigError names the key)."""
     lines = parse_lines(tables, list(instances))
-    return [LinePoller(line, instances[line.instance], clock, announce) for line in lines]
+    return [
+        LinePoller(line, instances[line.instance], clock, announce, on_missing) for line in lines
+    ]
 
 
 async def run_pollers(polls: Sequence[LinePoller]) -> None:

@@ -97,7 +97,13 @@ class Gateway(Service):
         )
         self.sync = timesync.time_sync(self.cfg, self.instances, time=self.time, bus=self.bus)
         wired = lmn_wired.pollers(
-            self.cfg.wired_lines, self.instances, clock=self.time.now, announce=self._announce
+            self.cfg.wired_lines,
+            self.instances,
+            clock=self.time.now,
+            announce=self._announce,
+            on_missing=lambda name, body: self.bus.publish(
+                topics.GATEWAY_METER_MISSING, {"gateway": name, **body}
+            ),
         )
         raw = lmn_serial.inputs(
             self.cfg.serial_inputs, self.instances, clock=self.time.now, announce=self._announce

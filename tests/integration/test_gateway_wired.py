@@ -29,6 +29,7 @@ from smtestbed.services._runtime.testing import (
     free_port,
     random_endpoints,
     service_process,
+    wait_for_event,
     wait_until,
 )
 from smtestbed.services.gateway.instance import GatewayInstance
@@ -509,7 +510,7 @@ def wired_config(
 
 
 def test_gateway_process_polls_its_wired_line_and_stores_the_readings(tmp_path: Path) -> None:
-    """smtb gateway run with wired_lines: gateway.readings returns each meter's values."""
+    """smtb gateway run with wired_lines: readings stored; a cut line: gateway.meter_missing."""
     meters = population_meters(2, seed=13)
     registry = tmp_path / "registry.csv"
     write_registry(
@@ -529,7 +530,8 @@ def test_gateway_process_polls_its_wired_line_and_stores_the_readings(tmp_path: 
         ],
     )
     loop = LoopThread()
-    server = MbusTcpServer(MbusLine(MbusSlave(m) for m in meters))
+    line = MbusLine(MbusSlave(m) for m in meters)
+    server = MbusTcpServer(line)
     endpoints = random_endpoints()
 
     async def readings(client: BusClient, meter: str) -> list[dict[str, Any]]:
@@ -537,13 +539,17 @@ def test_gateway_process_polls_its_wired_line_and_stores_the_readings(tmp_path: 
         rows: list[dict[str, Any]] = await gw(client, topics.GATEWAY_READINGS, params)
         return rows
 
-    async def body() -> list[list[dict[str, Any]]]:
+    async def body() -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
         async with bus_client(endpoints) as client:
+            sub = client.subscribe([topics.GATEWAY_METER_MISSING])
+            await sub.wait_connected()
             found = []
             for m in meters:
                 check = functools.partial(readings, client, m.ident)
                 found.append(await wait_until(check, timeout=15.0))
-            return found
+            line.interrupt()  # a flag the server's thread reads; the line goes silent
+            event = await wait_for_event(sub, lambda e: e.body["gateway"] == "gw0", timeout=20)
+            return found, event.body
 
     try:
         loop.run(server.start())
@@ -553,10 +559,14 @@ def test_gateway_process_polls_its_wired_line_and_stores_the_readings(tmp_path: 
             service_process("broker", endpoints, log_path=tmp_path / "broker.log"),
             configured_process("gateway", endpoints, config, tmp_path / "gateway.log"),
         ):
-            found = asyncio.run(body())
+            found, missing = asyncio.run(body())
     finally:
         loop.run(server.close())
         loop.stop()
     for m, rows in zip(meters, found, strict=True):
         values = [(v["quantity"], v["unit"], v["value"]) for v in rows[0]["values"]]
         assert_meter_values(values, m)
+    assert missing["meter"] in {m.ident for m in meters}
+    assert missing["line"] == f"tcp://127.0.0.1:{server.port}"
+    assert missing["reason"]
+    assert missing["attempts"] >= 1
