@@ -23,10 +23,7 @@ get the same answer, so a display cannot probe which meters exist.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -37,7 +34,7 @@ from smtestbed.proto import han, topics, wan
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api
+from smtestbed.services.gateway import api, framed_tls
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.logchain import read_entries
@@ -74,7 +71,6 @@ class HanServer:
         diagnostics: Diagnostics,
     ) -> None:
         self.cfg = cfg
-        self.host, self.port = _parse_listen(cfg.han_listen)
         self.name = cfg.han_instance or cfg.instances[0]
         if self.name not in instances:
             raise ConfigError(f"no instance {self.name!r}", key="gateway.han_instance")
@@ -84,40 +80,43 @@ class HanServer:
         self.log = log
         self.diagnostics = diagnostics
         self.context: ssl.SSLContext | None = None
-        self.listener: socket.socket | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.endpoint = framed_tls.FramedTlsListener(
+            cfg.han_listen,
+            key="gateway.han_listen",
+            context=lambda: self.context,
+            handshake_timeout_s=cfg.han_handshake_timeout_s,
+            answer=self.answer,
+            on_refused=self._refuse_tls,
+            on_connected=self._connected,
+        )
         self.refused: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+
+    @property
+    def host(self) -> str:
+        """Return the address listened on."""
+        return self.endpoint.host
+
+    @property
+    def port(self) -> int:
+        """Return the port listened on (the bound one after :meth:`start`)."""
+        return self.endpoint.port
 
     # -- life ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Build the TLS context and start listening."""
         self.context = self.build_context()
-        try:
-            self.listener = socket.create_server((self.host, self.port), backlog=64)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen: {exc}", key="gateway.han_listen") from exc
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
+        self.endpoint.listen()
         self.log.info("han_listening", host=self.host, port=self.port)
 
     async def run(self) -> None:
         """Accept connections until cancelled."""
-        assert self.listener is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            conn, address = await loop.sock_accept(self.listener)
-            task = asyncio.create_task(self._connection(conn, f"{address[0]}:{address[1]}"))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        await self.endpoint.accept_forever()
 
     def close(self) -> None:
         """Stop listening and end the open sessions."""
-        if self.listener is not None:
-            self.listener.close()
-        for task in self.tasks:
-            task.cancel()
+        self.endpoint.close()
 
     def counters(self) -> dict[str, int]:
         """Return the HAN counters (refused handshakes per reason, sessions, requests)."""
@@ -141,43 +140,10 @@ class HanServer:
 
     # -- connections -----------------------------------------------------------
 
-    async def _connection(self, conn: socket.socket, where: str) -> None:
-        streams = await self._handshake(conn, where)
-        if streams is None:
-            return
-        reader, writer, peer = streams
-        try:
-            await self._session(reader, writer, peer, where)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass  # the client went away between or during requests
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-
-    async def _handshake(
-        self, conn: socket.socket, where: str
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer] | None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=wan.HEADER + wan.MAX_FRAME)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                conn,
-                ssl=self.context,
-                ssl_handshake_timeout=self.cfg.han_handshake_timeout_s,
-            )
-        except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
-            conn.close()
-            self._refuse_tls(tls.refusal_reason(exc), where, str(exc))
-            return None
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+    def _connected(self, peer: tls.Peer, where: str) -> None:
         self.counts["sessions"] += 1
         fields = {"peer": where, "role": peer.role, "subject": peer.common_name}
         self._system_log("han_connected", fields)
-        return reader, writer, peer
 
     def _refuse_tls(self, reason: str, where: str, message: str) -> None:
         self.refused[reason] += 1
@@ -189,29 +155,6 @@ class HanServer:
     def _system_log(self, kind: str, fields: dict[str, Any]) -> None:
         self.inst.logs.system.append(kind, fields, t_sim=self.clock.now())
 
-    async def _session(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer: tls.Peer,
-        where: str,
-    ) -> None:
-        while True:
-            try:
-                header = await reader.readexactly(wan.HEADER)
-            except asyncio.IncompleteReadError:
-                return  # the client closed the connection between requests
-            try:
-                body = await reader.readexactly(wan.frame_length(header))
-                request = wan.decode_request(body)
-            except wan.FrameError as exc:
-                reply = wan.Reply(id=0, ok=False, error=str(exc), field="frame")
-                writer.write(wan.encode(reply.to_map()))
-                await writer.drain()
-                return
-            writer.write(_encode_reply(self.answer(request, peer, where)))
-            await writer.drain()
-
     # -- requests ---------------------------------------------------------------
 
     def answer(self, request: wan.Request, peer: tls.Peer, where: str) -> wan.Reply:
@@ -222,11 +165,11 @@ class HanServer:
             result = self._dispatch(request.op, params, peer)
         except AccessRefusedError as exc:
             self._access_refused(request, peer, where, exc)
-            return _error(request.id, str(exc), exc.field)
+            return framed_tls.error_reply(request.id, str(exc), exc.field)
         except RequestError as exc:
-            return _error(request.id, str(exc), exc.field)
+            return framed_tls.error_reply(request.id, str(exc), exc.field)
         except TestbedError as exc:
-            return _error(request.id, str(exc), "")
+            return framed_tls.error_reply(request.id, str(exc), "")
         return wan.Reply(id=request.id, ok=True, result=result)
 
     def _dispatch(self, op: str, params: dict[str, Any], peer: tls.Peer) -> Any:
@@ -340,24 +283,6 @@ class HanServer:
         self._system_log("han_access_refused", body)
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"must be HOST:PORT, got {value!r}", key="gateway.han_listen")
-    return host, int(port)
-
-
 def _asked(params: Mapping[str, Any], field: str) -> str:
     value = params.get(field, "") if field in ("meter", "consumer") else ""
     return str(value)[:64]
-
-
-def _error(ident: int, message: str, field: str) -> wan.Reply:
-    return wan.Reply(id=ident, ok=False, error=message, field=field)
-
-
-def _encode_reply(reply: wan.Reply) -> bytes:
-    try:
-        return wan.encode(reply.to_map())
-    except (TypeError, ValueError, wan.FrameError) as exc:
-        return wan.encode(_error(reply.id, f"result cannot be sent: {exc}", "").to_map())

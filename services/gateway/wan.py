@@ -27,7 +27,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import socket
 import ssl
 import time
 from collections import Counter
@@ -41,7 +40,7 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api
+from smtestbed.services.gateway import api, framed_tls
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 
@@ -60,10 +59,7 @@ class Publisher(Protocol):
 
 def parse_listen(value: str, key: str = "gateway.wan_listen") -> tuple[str, int]:
     """Split ``HOST:PORT`` (port 0 picks a free one)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"must be HOST:PORT, got {value!r}", key=key)
-    return host, int(port)
+    return framed_tls.parse_listen(value, key)
 
 
 class WanServer:
@@ -80,7 +76,6 @@ class WanServer:
         log: Any,
     ) -> None:
         self.cfg = cfg
-        self.host, self.port = parse_listen(cfg.wan_listen)
         self.handlers = handlers
         self.instances = instances
         self.bus = bus
@@ -91,10 +86,28 @@ class WanServer:
             raise ConfigError(f"no instance {self.name!r}", key="gateway.wan_instance")
         self.crl_dir = Path(cfg.data_dir) / self.name / "wan-crl"
         self.context: ssl.SSLContext | None = None
-        self.listener: socket.socket | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.endpoint = framed_tls.FramedTlsListener(
+            cfg.wan_listen,
+            key="gateway.wan_listen",
+            context=lambda: self.context,
+            handshake_timeout_s=cfg.wan_handshake_timeout_s,
+            answer=self.answer,
+            on_refused=self._refuse,
+            on_connected=self._connected,
+            backlog=128,
+        )
         self.refused: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+
+    @property
+    def host(self) -> str:
+        """Return the address listened on."""
+        return self.endpoint.host
+
+    @property
+    def port(self) -> int:
+        """Return the port listened on (the bound one after :meth:`start`)."""
+        return self.endpoint.port
 
     # -- life ---------------------------------------------------------------
 
@@ -103,26 +116,12 @@ class WanServer:
         if self.cfg.wan_crl_urls:
             await self.fetch_crls()
         self.context = self.build_context()
-        try:
-            self.listener = socket.create_server((self.host, self.port), backlog=128)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen: {exc}", key="gateway.wan_listen") from exc
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
+        self.endpoint.listen()
         self.log.info("wan_listening", host=self.host, port=self.port)
 
     async def run(self) -> None:
         """Accept connections and refresh the CRLs until cancelled."""
-        await asyncio.gather(self._accept_forever(), self._crls_forever())
-
-    async def _accept_forever(self) -> None:
-        assert self.listener is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            conn, address = await loop.sock_accept(self.listener)
-            task = asyncio.create_task(self._connection(conn, f"{address[0]}:{address[1]}"))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        await asyncio.gather(self.endpoint.accept_forever(), self._crls_forever())
 
     async def _crls_forever(self) -> None:
         """Fetch fresh CRLs every ``wan_crl_every_s`` simulated seconds."""
@@ -135,11 +134,8 @@ class WanServer:
                 self.context = self.build_context()
 
     def close(self) -> None:
-        """Stop listening."""
-        if self.listener is not None:
-            self.listener.close()
-        for task in self.tasks:
-            task.cancel()
+        """Stop listening and end the open sessions."""
+        self.endpoint.close()
 
     def counters(self) -> dict[str, int]:
         """Return the WAN counters (refusals per reason, sessions, requests)."""
@@ -191,45 +187,11 @@ class WanServer:
 
     # -- connections -----------------------------------------------------------
 
-    async def _connection(self, conn: socket.socket, where: str) -> None:
-        streams = await self._handshake(conn, where)
-        if streams is None:
-            return
-        reader, writer, peer = streams
-        try:
-            await self._session(reader, writer, peer, where)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass  # the peer went away; nothing was half-done
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-
-    async def _handshake(
-        self, conn: socket.socket, where: str
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer] | None:
-        assert self.context is not None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=wan.HEADER + wan.MAX_FRAME)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                conn,
-                ssl=self.context,
-                ssl_handshake_timeout=self.cfg.wan_handshake_timeout_s,
-            )
-        except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
-            conn.close()
-            self._refuse(tls.refusal_reason(exc), where, str(exc))
-            return None
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+    def _connected(self, peer: tls.Peer, where: str) -> None:
         self.counts["sessions"] += 1
         self._system_log(
             "wan_connected", {"peer": where, "role": peer.role, "subject": peer.common_name}
         )
-        return reader, writer, peer
 
     def _refuse(self, reason: str, where: str, message: str) -> None:
         self.refused[reason] += 1
@@ -241,30 +203,6 @@ class WanServer:
     def _system_log(self, kind: str, fields: dict[str, Any]) -> None:
         self.instances[self.name].logs.system.append(kind, fields, t_sim=self.clock.now())
 
-    async def _session(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer: tls.Peer,
-        where: str,
-    ) -> None:
-        while True:
-            try:
-                header = await reader.readexactly(wan.HEADER)
-            except asyncio.IncompleteReadError:
-                return  # the GWA closed the connection between requests
-            try:
-                body = await reader.readexactly(wan.frame_length(header))
-                request = wan.decode_request(body)
-            except wan.FrameError as exc:
-                reply = wan.Reply(id=0, ok=False, error=str(exc), field="frame")
-                writer.write(wan.encode(reply.to_map()))
-                await writer.drain()
-                return
-            reply = self.answer(request, peer, where)
-            writer.write(_encode_reply(reply))
-            await writer.drain()
-
     # -- requests ---------------------------------------------------------------
 
     def answer(self, request: wan.Request, peer: tls.Peer, where: str) -> wan.Reply:
@@ -275,13 +213,15 @@ class WanServer:
         method = wan.OPS.get(request.op)
         if method is None:
             known = ", ".join(wan.OPS)
-            return _error(request.id, f"unknown operation {request.op!r} ({known})", "op")
+            return framed_tls.error_reply(
+                request.id, f"unknown operation {request.op!r} ({known})", "op"
+            )
         try:
             result = self._call(method, dict(request.params), peer)
         except RequestError as exc:
-            return _error(request.id, str(exc), exc.field)
+            return framed_tls.error_reply(request.id, str(exc), exc.field)
         except TestbedError as exc:
-            return _error(request.id, str(exc), "")
+            return framed_tls.error_reply(request.id, str(exc), "")
         return wan.Reply(id=request.id, ok=True, result=result)
 
     def _call(self, method: str, params: dict[str, Any], peer: tls.Peer) -> Any:
@@ -308,18 +248,7 @@ class WanServer:
         self.bus.publish(topics.WAN_ADMIN_REFUSED, {**body, "t_sim": self.clock.now()})
         self._system_log("wan_admin_refused", body)
         message = f"role {role} may not administer this gateway (only {ADMIN_ROLE})"
-        return _error(request.id, message, "role")
-
-
-def _error(ident: int, message: str, field: str) -> wan.Reply:
-    return wan.Reply(id=ident, ok=False, error=message, field=field)
-
-
-def _encode_reply(reply: wan.Reply) -> bytes:
-    try:
-        return wan.encode(reply.to_map())
-    except (TypeError, ValueError, wan.FrameError) as exc:
-        return wan.encode(_error(reply.id, f"result cannot be sent: {exc}", "").to_map())
+        return framed_tls.error_reply(request.id, message, "role")
 
 
 def _base64(value: Any) -> bytes:

@@ -1,0 +1,168 @@
+"""The gateway's TLS endpoints: accept, handshake, framed JSON requests (``proto.wan``).
+
+The WAN and HAN partitions differ in who may ask what; how they listen does
+not. :class:`FramedTlsListener` owns the listening socket and the sessions: it
+does each handshake itself (``connect_accepted_socket``), so that a failed one
+can be reported with its reason, then reads request frames and writes the
+replies its ``answer`` callback returns, until the peer closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Callable
+
+from smtestbed.proto import wan
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.errors import ConfigError
+
+Answer = Callable[[wan.Request, tls.Peer, str], wan.Reply]
+Refused = Callable[[str, str, str], None]
+"""Called with (reason, peer address, message) for a refused handshake."""
+Connected = Callable[[tls.Peer, str], None]
+"""Called with (peer, peer address) after a handshake."""
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    """Split ``HOST:PORT``; ConfigError naming ``key`` otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"must be HOST:PORT, got {value!r}", key=key)
+    return host, int(port)
+
+
+def error_reply(ident: int, message: str, field: str) -> wan.Reply:
+    """Return a failed reply naming ``field``."""
+    return wan.Reply(id=ident, ok=False, error=message, field=field)
+
+
+def encode_reply(reply: wan.Reply) -> bytes:
+    """Frame a reply; a result that cannot be sent becomes an error reply."""
+    try:
+        return wan.encode(reply.to_map())
+    except (TypeError, ValueError, wan.FrameError) as exc:
+        return wan.encode(error_reply(reply.id, f"result cannot be sent: {exc}", "").to_map())
+
+
+class FramedTlsListener:
+    """Listen on ``listen`` (HOST:PORT) and serve framed requests over TLS.
+
+    Args:
+        listen: HOST:PORT (port 0: any free port; see :attr:`port` after :meth:`listen`).
+        key: the setting named in errors about ``listen``.
+        context: returns the server context to use for the next handshake.
+        answer: turns one request into its reply; must not raise for bad input.
+        on_refused: told about each failed handshake.
+        on_connected: told about each successful handshake.
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        *,
+        key: str,
+        context: Callable[[], ssl.SSLContext | None],
+        handshake_timeout_s: float,
+        answer: Answer,
+        on_refused: Refused,
+        on_connected: Connected,
+        backlog: int = 64,
+    ) -> None:
+        self.host, self.port = parse_listen(listen, key)
+        self._key = key
+        self._context = context
+        self._timeout = handshake_timeout_s
+        self._answer = answer
+        self._on_refused = on_refused
+        self._on_connected = on_connected
+        self._backlog = backlog
+        self.listener: socket.socket | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def listen(self) -> int:
+        """Open the listening socket; return the bound port."""
+        try:
+            self.listener = socket.create_server((self.host, self.port), backlog=self._backlog)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen: {exc}", key=self._key) from exc
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        return self.port
+
+    async def accept_forever(self) -> None:
+        """Accept connections until cancelled; each runs as its own task."""
+        assert self.listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, address = await loop.sock_accept(self.listener)
+            task = asyncio.create_task(self._connection(conn, f"{address[0]}:{address[1]}"))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        """Stop listening and end the open sessions."""
+        if self.listener is not None:
+            self.listener.close()
+        for task in self.tasks:
+            task.cancel()
+
+    async def _connection(self, conn: socket.socket, where: str) -> None:
+        streams = await self._handshake(conn, where)
+        if streams is None:
+            return
+        reader, writer, peer = streams
+        try:
+            await self._session(reader, writer, peer, where)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the peer went away between or during requests; nothing was half-done
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _handshake(
+        self, conn: socket.socket, where: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer] | None:
+        context = self._context()
+        assert context is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=wan.HEADER + wan.MAX_FRAME)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=context, ssl_handshake_timeout=self._timeout
+            )
+        except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
+            conn.close()
+            self._on_refused(tls.refusal_reason(exc), where, str(exc))
+            return None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+        self._on_connected(peer, where)
+        return reader, writer, peer
+
+    async def _session(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tls.Peer,
+        where: str,
+    ) -> None:
+        while True:
+            try:
+                header = await reader.readexactly(wan.HEADER)
+            except asyncio.IncompleteReadError:
+                return  # the peer closed the connection between requests
+            try:
+                body = await reader.readexactly(wan.frame_length(header))
+                request = wan.decode_request(body)
+            except wan.FrameError as exc:
+                reply = wan.Reply(id=0, ok=False, error=str(exc), field="frame")
+                writer.write(wan.encode(reply.to_map()))
+                await writer.drain()
+                return
+            writer.write(encode_reply(self._answer(request, peer, where)))
+            await writer.drain()
