@@ -241,3 +241,11 @@ def describe(cls: type[ServiceConfig], resolved: Resolved) -> list[tuple[str, st
             )
         )
     return rows
+
+
+def parse_host_port(value: str, key: str) -> tuple[str, int]:
+    """Split a ``HOST:PORT`` setting (port 0: any free port); ConfigError naming ``key``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"must be HOST:PORT, got {value!r}", key=key)
+    return host, int(port)

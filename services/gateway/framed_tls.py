@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from smtestbed.proto import wan
 from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services._runtime.errors import ConfigError
 
 Answer = Callable[[wan.Request, tls.Peer, str], wan.Reply]
@@ -24,14 +25,6 @@ Refused = Callable[[str, str, str], None]
 """Called with (reason, peer address, message) for a refused handshake."""
 Connected = Callable[[tls.Peer, str], None]
 """Called with (peer, peer address) after a handshake."""
-
-
-def parse_listen(value: str, key: str) -> tuple[str, int]:
-    """Split ``HOST:PORT``; ConfigError naming ``key`` otherwise."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"must be HOST:PORT, got {value!r}", key=key)
-    return host, int(port)
 
 
 def error_reply(ident: int, message: str, field: str) -> wan.Reply:
@@ -71,7 +64,7 @@ class FramedTlsListener:
         on_connected: Connected,
         backlog: int = 64,
     ) -> None:
-        self.host, self.port = parse_listen(listen, key)
+        self.host, self.port = parse_host_port(listen, key)
         self._key = key
         self._context = context
         self._timeout = handshake_timeout_s

@@ -44,7 +44,7 @@ from smtestbed.services.gateway import api, framed_tls
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 
-__all__ = ["ADMIN_ROLE", "Handler", "Publisher", "WanServer", "parse_listen"]
+__all__ = ["ADMIN_ROLE", "Handler", "Publisher", "WanServer"]
 
 ADMIN_ROLE = "GWA"
 Handler = Callable[[GatewayInstance, dict[str, Any], Envelope], Any]
@@ -55,11 +55,6 @@ class Publisher(Protocol):
 
     def publish(self, kind: str, body: Any) -> Any:
         """Publish one event."""
-
-
-def parse_listen(value: str, key: str = "gateway.wan_listen") -> tuple[str, int]:
-    """Split ``HOST:PORT`` (port 0 picks a free one)."""
-    return framed_tls.parse_listen(value, key)
 
 
 class WanServer:

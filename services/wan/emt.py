@@ -21,8 +21,6 @@ Run it as ``smtb emt run`` or ``python -m smtestbed.services.wan.emt``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ssl
 import time
 from collections import Counter
@@ -32,21 +30,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from smtestbed.proto import topics
-from smtestbed.proto.delivery import Ack, BatchRefused, Refusal, encode_frame, read_message
+from smtestbed.proto.delivery import Ack, BatchRefused, Refusal
 from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.commands import run_module, service_group
 from smtestbed.services._runtime.config import ServiceConfig, doc
-from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
+from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services._runtime.pki import TrustFiles
-from smtestbed.services._runtime.streams import start_upgradable_server
 from smtestbed.services.wan.emt_store import EmtStore
 from smtestbed.services.wan.emt_verify import DeliveryRefusedError, verify_delivery
+from smtestbed.services.wan.gateway_server import GatewayServer
 
 __all__ = ["EmtConfig", "EmtService", "group"]
-
-GATEWAY_ROLE = "SMGW"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,14 +64,6 @@ class EmtConfig(ServiceConfig):
     meter_gateways: tuple[dict[str, Any], ...] = doc(
         (), "meters per gateway: {gateway = CN of its certificate, meters = [ids]}"
     )
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """Split ``HOST:PORT``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"must be HOST:PORT, got {value!r}", key="emt.listen")
-    return host, int(port)
 
 
 def parse_bindings(tables: tuple[dict[str, Any], ...]) -> dict[str, str]:
@@ -101,7 +89,6 @@ class EmtService(Service):
         super().__init__(config)
         self.cfg = config
         self.name = config.name or config.instance
-        self.host, self.port = parse_listen(config.listen)
         self.bindings = parse_bindings(config.meter_gateways)
         self.files = tls.TlsFiles(
             cert=Path(config.cert),
@@ -116,6 +103,18 @@ class EmtService(Service):
         self._crl_stamp: tuple[tuple[int, int], ...] = ()
         self._store: EmtStore | None = None
         self._trust: TrustFiles | None = None
+        self.server = GatewayServer(
+            config.listen,
+            key="emt.listen",
+            context=self._tls_context,
+            handshake_timeout_s=config.handshake_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+            handle=self._deliver,
+            malformed=lambda exc, peer: self._refused(
+                Refusal.MALFORMED, str(exc), peer.common_name
+            ),
+            refused=self._tls_refused,
+        )
 
     async def run(self, ready: Ready) -> None:
         """Open the store, listen for gateways and serve ``emt.records`` until cancelled."""
@@ -126,12 +125,14 @@ class EmtService(Service):
         )
         self._tls_context()  # refuse bad TLS files before ready
         self._store = EmtStore(Path(self.cfg.data_dir) / f"{self.cfg.instance}.sqlite")
-        server = await start_upgradable_server(self._connection, self.host, self.port)
+        server = await self.server.start()
         try:
             self.bus.handle(topics.EMT_RECORDS, self._records)
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
-            self.log.info("emt_listening", name=self.name, host=self.host, port=self.port)
+            self.log.info(
+                "emt_listening", name=self.name, host=self.server.host, port=self.server.port
+            )
             await server.serve_forever()
         finally:
             server.close()
@@ -144,55 +145,11 @@ class EmtService(Service):
             self._crl_stamp = stamp
         return self._context
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        addr = writer.get_extra_info("peername")
-        where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        try:
-            peer = await self._handshake(writer, where)
-            if peer is not None:
-                await self._session(reader, writer, peer)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass  # the gateway went away; what it sent before was answered or not taken
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-
-    async def _handshake(self, writer: asyncio.StreamWriter, where: str) -> tls.Peer | None:
-        try:
-            context = self._tls_context()
-            await asyncio.wait_for(writer.start_tls(context), self.cfg.handshake_timeout_s)
-        except (ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            self._tls_refused(tls.refusal_reason(exc), where, str(exc))
-            return None
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
-        if peer.role != GATEWAY_ROLE:
-            self._tls_refused("wrong_role", where, f"{peer.common_name!r} has role {peer.role!r}")
-            return None
-        self.counts["sessions"] += 1
-        return peer
-
     def _tls_refused(self, reason: str, where: str, message: str) -> None:
         self.counts[f"tls_refused_{reason}"] += 1
         body = {"emt": self.name, "reason": reason, "peer": where, "message": message[:300]}
         self.log.warning("tls_refused", **body)
         self.bus.publish(topics.WAN_TLS_REFUSED, body)
-
-    async def _session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tls.Peer
-    ) -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(read_message(reader), self.cfg.idle_timeout_s)
-            except asyncio.IncompleteReadError:
-                return  # the gateway closed the connection between deliveries
-            except ProtocolError as exc:  # the stream is out of step: answer, then hang up
-                reply = self._refused(Refusal.MALFORMED, str(exc), peer.common_name)
-                writer.write(encode_frame(reply))
-                await writer.drain()
-                return
-            writer.write(encode_frame(await self._deliver(message, peer)))
-            await asyncio.wait_for(writer.drain(), self.cfg.idle_timeout_s)
 
     async def _deliver(self, message: dict[str, Any], peer: tls.Peer) -> dict[str, Any]:
         assert self._store is not None
@@ -241,7 +198,7 @@ class EmtService(Service):
 
     def counters(self) -> dict[str, int]:
         """Return sessions, accepted batches, new records and refusals by reason."""
-        return dict(self.counts)
+        return {**self.counts, "sessions": self.server.sessions}
 
 
 def _stamp(path: Path) -> tuple[int, int]:

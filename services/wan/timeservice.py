@@ -20,26 +20,19 @@ Run it as ``smtb timeservice run`` or ``python -m smtestbed.services.wan.timeser
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ssl
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from smtestbed.proto import topics
-from smtestbed.proto.delivery import encode_frame, read_message
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.commands import run_module, service_group
 from smtestbed.services._runtime.config import ServiceConfig, doc
-from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services._runtime.streams import start_upgradable_server
+from smtestbed.services.wan.gateway_server import GatewayServer
 
 __all__ = ["TimeService", "TimeServiceConfig", "answer", "group"]
-
-GATEWAY_ROLE = "SMGW"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,14 +51,6 @@ class TimeServiceConfig(ServiceConfig):
     idle_timeout_s: float = doc(60.0, "wall time a connection may stay silent, s")
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """Split ``HOST:PORT``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"must be HOST:PORT, got {value!r}", key="timeservice.listen")
-    return host, int(port)
-
-
 def answer(message: dict[str, Any], now: float) -> dict[str, Any]:
     """Return the reply to one request, ``now`` being the time to tell (s)."""
     if message.get("op") != "time":
@@ -82,7 +67,6 @@ class TimeService(Service):
     def __init__(self, config: TimeServiceConfig) -> None:
         super().__init__(config)
         self.cfg = config
-        self.host, self.port = parse_listen(config.listen)
         self.files = tls.TlsFiles(
             cert=Path(config.cert),
             key=Path(config.key),
@@ -92,46 +76,29 @@ class TimeService(Service):
             groups=config.groups,
         )
         self.counts: Counter[str] = Counter()
+        # CRL files are read at each handshake: a revocation counts from the next one.
+        self.server = GatewayServer(
+            config.listen,
+            key="timeservice.listen",
+            context=lambda: tls.reload_crls(self.files, server=True),
+            handshake_timeout_s=config.handshake_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+            handle=self._answer,
+            malformed=lambda exc, peer: {"op": "error", "reason": "malformed", "detail": str(exc)},
+            refused=self._tls_refused,
+        )
 
     async def run(self, ready: Ready) -> None:
         """Listen for gateways and answer their time requests until cancelled."""
         tls.reload_crls(self.files, server=True)  # refuse bad TLS files before ready
-        server = await start_upgradable_server(self._connection, self.host, self.port)
+        server = await self.server.start()
         try:
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
-            self.log.info("timeservice_listening", host=self.host, port=self.port)
+            self.log.info("timeservice_listening", host=self.server.host, port=self.server.port)
             await server.serve_forever()
         finally:
             server.close()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        addr = writer.get_extra_info("peername")
-        where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        try:
-            if await self._handshake(writer, where):
-                await self._session(reader, writer)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass  # the gateway went away
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-
-    async def _handshake(self, writer: asyncio.StreamWriter, where: str) -> bool:
-        try:
-            # CRL files are read at each handshake: a revocation counts from the next one.
-            context = tls.reload_crls(self.files, server=True)
-            await asyncio.wait_for(writer.start_tls(context), self.cfg.handshake_timeout_s)
-        except (ssl.SSLError, OSError, TimeoutError, ConfigError) as exc:
-            self._tls_refused(tls.refusal_reason(exc), where, str(exc))
-            return False
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
-        if peer.role != GATEWAY_ROLE:
-            self._tls_refused("wrong_role", where, f"{peer.common_name!r} has role {peer.role!r}")
-            return False
-        self.counts["sessions"] += 1
-        return True
 
     def _tls_refused(self, reason: str, where: str, message: str) -> None:
         self.counts[f"tls_refused_{reason}"] += 1
@@ -139,26 +106,14 @@ class TimeService(Service):
         self.log.warning("tls_refused", message=message[:300], **body)
         self.bus.publish(topics.WAN_TLS_REFUSED, {**body, "message": message[:300]})
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(read_message(reader), self.cfg.idle_timeout_s)
-            except asyncio.IncompleteReadError:
-                return  # the gateway closed the connection between requests
-            except ProtocolError as exc:  # the stream is out of step: answer, then hang up
-                writer.write(
-                    encode_frame({"op": "error", "reason": "malformed", "detail": str(exc)})
-                )
-                await writer.drain()
-                return
-            self.counts["requests"] += 1
-            # Taken as late as possible: the gateway halves the round trip around it.
-            writer.write(encode_frame(answer(message, self.clock.now() + self.cfg.skew_s)))
-            await asyncio.wait_for(writer.drain(), self.cfg.idle_timeout_s)
+    async def _answer(self, message: dict[str, Any], peer: tls.Peer) -> dict[str, Any]:
+        self.counts["requests"] += 1
+        # Taken as late as possible: the gateway halves the round trip around it.
+        return answer(message, self.clock.now() + self.cfg.skew_s)
 
     def counters(self) -> dict[str, int]:
         """Return sessions, requests and TLS refusals by reason."""
-        return dict(self.counts)
+        return {**self.counts, "sessions": self.server.sessions}
 
 
 group = service_group(TimeService, "Run a WAN time service gateways set their clocks from.")
