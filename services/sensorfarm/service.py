@@ -21,6 +21,7 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.proto.records import Record
 from smtestbed.services._runtime.bus import BatchPusher
+from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.sensorfarm import manipulation
@@ -132,12 +133,10 @@ class SensorFarm(Service):
     async def _serve_wired(self) -> MbusTcpServer | None:
         if not self.cfg.mbus_tcp:
             return None
-        host, _, port = self.cfg.mbus_tcp.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{self.cfg.mbus_tcp!r} is not HOST:PORT", key="sensorfarm.mbus_tcp")
+        host, port = parse_host_port(self.cfg.mbus_tcp, "sensorfarm.mbus_tcp")
         slaves = [MbusSlave(m) for m in self.wired_meters()]
         self.line = MbusLine(slaves)
-        server = MbusTcpServer(self.line, host=host, port=int(port))
+        server = MbusTcpServer(self.line, host=host, port=port)
         await server.start()
         self.log.info("mbus_serving", url=server.url, slaves=len(slaves))
         return server

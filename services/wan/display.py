@@ -31,7 +31,7 @@ from typing import Any
 import click
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.commands import TestbedCommand
-from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services.wan.gwa import GwaClient
 
 __all__ = ["command", "display_session", "latest_lines"]
@@ -74,9 +74,7 @@ def latest_lines(latest: dict[str, Any]) -> list[str]:
 @click.option("--timeout", default=30.0, show_default=True, help="seconds per request")
 def command(**opts: Any) -> None:
     """Show the consumer's latest readings from the gateway's HAN endpoint."""
-    host, sep, port = str(opts["gateway"]).rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"must be HOST:PORT, got {opts['gateway']!r}", key="gateway")
+    host, port = parse_host_port(str(opts["gateway"]), "gateway")
     context = tls.client_context(
         opts["cert"],
         opts["key"],
@@ -85,7 +83,7 @@ def command(**opts: Any) -> None:
         opts["crl"],
         check_hostname=bool(opts["name"]),
     )
-    result = asyncio.run(_latest(host, int(port), context, opts))
+    result = asyncio.run(_latest(host, port, context, opts))
     if opts["as_json"]:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:

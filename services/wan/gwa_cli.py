@@ -17,7 +17,7 @@ from typing import Any
 import click
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.commands import TestbedCommand, TestbedGroup
-from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services.wan.gwa import GwaClient
 
 _FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -40,9 +40,7 @@ def group(ctx: click.Context, /, **options: Any) -> None:
 
 def _run(ctx: click.Context, op: str, params: dict[str, Any]) -> None:
     opts: dict[str, Any] = ctx.obj
-    host, sep, port = str(opts["gateway"]).rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"must be HOST:PORT, got {opts['gateway']!r}", key="gateway")
+    host, port = parse_host_port(str(opts["gateway"]), "gateway")
     context = tls.client_context(
         opts["cert"],
         opts["key"],
@@ -51,7 +49,7 @@ def _run(ctx: click.Context, op: str, params: dict[str, Any]) -> None:
         opts["crl"],
         check_hostname=bool(opts["name"]),
     )
-    result = asyncio.run(_call(host, int(port), context, opts, op, params))
+    result = asyncio.run(_call(host, port, context, opts, op, params))
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
