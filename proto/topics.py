@@ -89,6 +89,8 @@ METER_CORRUPT = "meter.corrupt"
 METER_SET_INTERVAL = "meter.set_interval"
 METER_CUT_LINE = "meter.cut_line"
 METER_RESTORE_LINE = "meter.restore_line"
+SENSORFARM_ADVANCE = "sensorfarm.advance"
+SENSORFARM_NOW = "sensorfarm.now"
 CHANNEL_FORCE_COLLISION = "channel.force_collision"
 CHANNEL_SET_FAULT = "channel.set_fault"
 GATEWAY_STATUS = "gateway.status"
@@ -102,6 +104,8 @@ GATEWAY_EMT_QUEUE = "gateway.emt_queue"
 GATEWAY_EMT_ACK = "gateway.emt_ack"
 GATEWAY_READ_LOG = "gateway.read_log"
 GATEWAY_PUSH_UPDATE = "gateway.push_update"
+GATEWAY_SYNC = "gateway.sync"
+GATEWAY_VERIFY_LOG = "gateway.verify_log"
 EMT_RECORDS = "emt.records"
 
 EVENTS: frozenset[str] = frozenset(
@@ -168,6 +172,8 @@ REQUESTS: frozenset[str] = frozenset(
         METER_SET_INTERVAL,
         METER_CUT_LINE,
         METER_RESTORE_LINE,
+        SENSORFARM_ADVANCE,
+        SENSORFARM_NOW,
         CHANNEL_FORCE_COLLISION,
         CHANNEL_SET_FAULT,
         GATEWAY_STATUS,
@@ -181,6 +187,8 @@ REQUESTS: frozenset[str] = frozenset(
         GATEWAY_EMT_ACK,
         GATEWAY_READ_LOG,
         GATEWAY_PUSH_UPDATE,
+        GATEWAY_SYNC,
+        GATEWAY_VERIFY_LOG,
         EMT_RECORDS,
     }
 )
