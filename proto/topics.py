@@ -58,12 +58,26 @@ WAN_ADMIN_REFUSED = "wan.admin_refused"
 WAN_CRL_UPDATED = "wan.crl_updated"
 HAN_TLS_REFUSED = "han.tls_refused"
 HAN_ACCESS_REFUSED = "han.access_refused"
+WAN_WAKEUP_ACCEPTED = "wan.wakeup_accepted"
+WAN_WAKEUP_REFUSED = "wan.wakeup_refused"
+WAN_WAKEUP_FAILED = "wan.wakeup_failed"
+GATEWAY_CERT_ROTATED = "gateway.cert_rotated"
+GATEWAY_CERT_REFUSED = "gateway.cert_refused"
+HAN_CRL_UPDATED = "han.crl_updated"
 
 # -- events: TAF delivery to the EMTs ------------------------------------------
 GATEWAY_EMT_DELIVERED = "gateway.emt_delivered"
 GATEWAY_EMT_DELIVERY_FAILED = "gateway.emt_delivery_failed"
 EMT_DELIVERY_ACCEPTED = "emt.delivery_accepted"
 EMT_DELIVERY_REFUSED = "emt.delivery_refused"
+
+# -- events: CLS proxy channels (CLS device on the HAN <-> its EMT, through the gateway) --
+GATEWAY_CLS_CHANNEL_OPENED = "gateway.cls_channel_opened"
+GATEWAY_CLS_CHANNEL_CLOSED = "gateway.cls_channel_closed"
+GATEWAY_CLS_CHANNEL_FAILED = "gateway.cls_channel_failed"
+EMT_CLS_CHANNEL_OPENED = "emt.cls_channel_opened"
+EMT_CLS_RECEIVED = "emt.cls_received"
+EMT_CLS_CHANNEL_CLOSED = "emt.cls_channel_closed"
 
 # -- events: legal time from the WAN time service --------------------------------
 GATEWAY_TIME_DEVIATION = "gateway.time_deviation"
@@ -107,6 +121,7 @@ GATEWAY_PUSH_UPDATE = "gateway.push_update"
 GATEWAY_SYNC = "gateway.sync"
 GATEWAY_VERIFY_LOG = "gateway.verify_log"
 EMT_RECORDS = "emt.records"
+EMT_CLS_SEND = "emt.cls_send"
 
 EVENTS: frozenset[str] = frozenset(
     {
@@ -144,6 +159,18 @@ EVENTS: frozenset[str] = frozenset(
         WAN_CRL_UPDATED,
         HAN_TLS_REFUSED,
         HAN_ACCESS_REFUSED,
+        WAN_WAKEUP_ACCEPTED,
+        WAN_WAKEUP_REFUSED,
+        WAN_WAKEUP_FAILED,
+        GATEWAY_CERT_ROTATED,
+        GATEWAY_CERT_REFUSED,
+        HAN_CRL_UPDATED,
+        GATEWAY_CLS_CHANNEL_OPENED,
+        GATEWAY_CLS_CHANNEL_CLOSED,
+        GATEWAY_CLS_CHANNEL_FAILED,
+        EMT_CLS_CHANNEL_OPENED,
+        EMT_CLS_RECEIVED,
+        EMT_CLS_CHANNEL_CLOSED,
         GATEWAY_EMT_DELIVERED,
         GATEWAY_EMT_DELIVERY_FAILED,
         EMT_DELIVERY_ACCEPTED,
@@ -190,6 +217,7 @@ REQUESTS: frozenset[str] = frozenset(
         GATEWAY_SYNC,
         GATEWAY_VERIFY_LOG,
         EMT_RECORDS,
+        EMT_CLS_SEND,
     }
 )
 
