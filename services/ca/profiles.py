@@ -11,8 +11,11 @@ The hierarchy follows TR-03109-4 in shape (three levels) with test names:
 - HAN clients of a gateway, also from the ``smgw`` sub-CA: ``han-display``
   (OU ``DISPLAY``, a consumer's display; its CN ``display.<consumer>.han.test.example``
   names the consumer whose data it may read) and ``han-technician`` (OU
-  ``TECHNICIAN``, the service technician's diagnostics access). Both are TLS
-  client certificates only (EKU clientAuth), requested by the GWA.
+  ``TECHNICIAN``, the service technician's diagnostics access) and ``han-cls``
+  (OU ``CLS``, a controllable local system such as a heat pump or wallbox that
+  reaches its EMT only through the gateway's proxy channel; its CN names the
+  device, ``<device>.cls.han.test.example``). All are TLS client certificates
+  only (EKU clientAuth), requested by the GWA.
 
 Every certificate below the root carries the certificate policy
 :data:`TEST_POLICY` (``1.3.6.1.4.1.32473.3109.4.1``). It lies under IANA
@@ -193,7 +196,7 @@ _ALL: list[Profile] = [
             dns_name=True,
             requested_by=("gwa-tls",),
         )
-        for role in ("DISPLAY", "TECHNICIAN")
+        for role in ("DISPLAY", "TECHNICIAN", "CLS")
     ),
 ]
 PROFILES: dict[str, Profile] = {p.name: p for p in _ALL}
