@@ -52,6 +52,15 @@ class GatewayConfig(ServiceConfig):
         ("brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"), "ECDHE groups (and P-256/P-384)"
     )
     wan_handshake_timeout_s: float = doc(10.0, "wall time a TLS handshake may take, s")
+    wakeup_listen: str = doc("", "UDP HOST:PORT for GWA wake-up packets (empty: no wake-up)")
+    gwa_endpoints: tuple[dict[str, Any], ...] = doc(
+        (), "GWAs a wake-up makes the gateway call: {gwa, url = 'tls://HOST:PORT', server_name}"
+    )
+    wakeup_cas: tuple[str, ...] = doc(
+        (), "CA certificates (PEM) the GWAs' signature certificates chain through (sub-CA)"
+    )
+    wakeup_window_s: float = doc(300.0, "most a wake-up's issue time may differ from ours, s")
+    wakeup_idle_s: float = doc(30.0, "wall time an idle wake-up session stays open, s")
     han_listen: str = doc(
         "", "HAN TLS endpoint HOST:PORT for displays and technicians (empty: none)"
     )
