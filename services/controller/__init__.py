@@ -1,0 +1,1 @@
+"""The controller: defined testbed states, scenarios, their runner and the run report."""
