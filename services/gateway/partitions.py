@@ -18,7 +18,7 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "lmn_wired": ("lmn_wired.py", "lmn_link.py", "wired_readings.py"),
     "lmn_serial": ("lmn_serial.py",),
     "han": ("han.py",),
-    "wan": ("wan.py", "framed_tls.py", "emt_delivery.py", "timesync.py"),
+    "wan": ("wan.py", "framed_tls.py", "emt_delivery.py", "timesync.py", "crl_fetch.py"),
 }
 
 

@@ -17,8 +17,8 @@ same name (:data:`smtestbed.proto.wan.OPS`).
 
 CRLs come from files (``wan_crls``) and/or are fetched from the CA's
 ``GET /crl/<name>.crl`` URLs (``wan_crl_urls``) at start and then every
-``wan_crl_every_s`` of simulated time; a new TLS context is built after each
-fetch and serves the next handshakes.
+``wan_crl_every_s`` of simulated time (:mod:`.crl_fetch`); a new TLS context is
+built after each fetch and serves the next handshakes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import ssl
 import time
 from collections import Counter
@@ -34,13 +33,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
 from smtestbed.proto import topics, wan
 from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api, framed_tls
+from smtestbed.services.gateway import api, crl_fetch, framed_tls
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 
@@ -79,7 +77,17 @@ class WanServer:
         self.name = cfg.wan_instance or cfg.instances[0]
         if self.name not in cfg.instances:
             raise ConfigError(f"no instance {self.name!r}", key="gateway.wan_instance")
-        self.crl_dir = Path(cfg.data_dir) / self.name / "wan-crl"
+        self.crls = crl_fetch.CrlFetcher(
+            cfg.wan_crl_urls,
+            Path(cfg.data_dir) / self.name / "wan-crl",
+            key="gateway.wan_crl_urls",
+            every_s=cfg.wan_crl_every_s,
+            topic=topics.WAN_CRL_UPDATED,
+            gateway=self.name,
+            clock=clock,
+            bus=bus,
+            log=log,
+        )
         self.context: ssl.SSLContext | None = None
         self.endpoint = framed_tls.FramedTlsListener(
             cfg.wan_listen,
@@ -109,24 +117,17 @@ class WanServer:
     async def start(self) -> None:
         """Fetch the CRLs, build the TLS context and start listening."""
         if self.cfg.wan_crl_urls:
-            await self.fetch_crls()
+            await self.crls.fetch()
         self.context = self.build_context()
         self.endpoint.listen()
         self.log.info("wan_listening", host=self.host, port=self.port)
 
     async def run(self) -> None:
         """Accept connections and refresh the CRLs until cancelled."""
-        await asyncio.gather(self.endpoint.accept_forever(), self._crls_forever())
+        await asyncio.gather(self.endpoint.accept_forever(), self.crls.run_forever(self._rebuild))
 
-    async def _crls_forever(self) -> None:
-        """Fetch fresh CRLs every ``wan_crl_every_s`` simulated seconds."""
-        if not self.cfg.wan_crl_urls:
-            return
-        while True:
-            await self.clock.sleep(self.cfg.wan_crl_every_s)
-            with contextlib.suppress(TestbedError):  # logged; the old CRLs stay
-                await self.fetch_crls()
-                self.context = self.build_context()
+    def _rebuild(self) -> None:
+        self.context = self.build_context()
 
     def close(self) -> None:
         """Stop listening and end the open sessions."""
@@ -136,6 +137,7 @@ class WanServer:
         """Return the WAN counters (refusals per reason, sessions, requests)."""
         out = {f"wan_refused_{k}": v for k, v in self.refused.items()}
         out["wan_refused"] = sum(self.refused.values())
+        out["wan_crl_updates"] = self.crls.updates
         return {**out, **{f"wan_{k}": v for k, v in self.counts.items()}}
 
     # -- TLS and CRLs ---------------------------------------------------------
@@ -145,7 +147,7 @@ class WanServer:
         cfg = self.cfg
         if not cfg.wan_cert or not cfg.wan_key or not cfg.wan_trust:
             raise ConfigError("wan_listen needs wan_cert, wan_key and wan_trust", key="gateway")
-        fetched = sorted(self.crl_dir.glob("*.crl.pem")) if cfg.wan_crl_urls else []
+        fetched = self.crls.files()
         return tls.server_context(
             Path(cfg.wan_cert),
             Path(cfg.wan_key),
@@ -154,31 +156,6 @@ class WanServer:
             [*(Path(p) for p in cfg.wan_crls), *fetched],
             groups=cfg.wan_groups,
         )
-
-    async def fetch_crls(self) -> None:
-        """Download each CRL URL and store it as PEM; raise on the first failure."""
-        self.crl_dir.mkdir(parents=True, exist_ok=True)
-        timeout = aiohttp.ClientTimeout(total=10.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            for url in self.cfg.wan_crl_urls:
-                der = await self._get(session, url)
-                name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".crl")
-                path = self.crl_dir / f"{name}.crl.pem"
-                path.with_suffix(".tmp").write_bytes(tls.crl_pem(der))
-                path.with_suffix(".tmp").replace(path)
-        self.counts["crl_updates"] += 1
-        body = {"gateway": self.name, "urls": list(self.cfg.wan_crl_urls)}
-        self.bus.publish(topics.WAN_CRL_UPDATED, {**body, "t_sim": self.clock.now()})
-
-    async def _get(self, session: aiohttp.ClientSession, url: str) -> bytes:
-        try:
-            async with session.get(url) as response:
-                if response.status != 200:
-                    raise ConfigError(f"{url}: HTTP {response.status}", key="gateway.wan_crl_urls")
-                return await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.log.warning("wan_crl_fetch_failed", url=url, error=str(exc))
-            raise ConfigError(f"{url}: {exc}", key="gateway.wan_crl_urls") from exc
 
     # -- connections -----------------------------------------------------------
 
