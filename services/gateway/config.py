@@ -71,6 +71,16 @@ class GatewayConfig(ServiceConfig):
     han_trust: tuple[str, ...] = doc((), "trust anchors of HAN clients (SM-PKI root, PEM)")
     han_crls: tuple[str, ...] = doc((), "CRL files (PEM) of the HAN clients' CA and the root")
     han_handshake_timeout_s: float = doc(10.0, "wall time a HAN TLS handshake may take, s")
+    han_crl_urls: tuple[str, ...] = doc(
+        (), "CA URLs GET /crl/<name>.crl for the HAN, fetched periodically"
+    )
+    han_crl_every_s: float = doc(3600.0, "simulated time between HAN CRL fetches, s")
+    cls_channels: tuple[dict[str, Any], ...] = doc(
+        (),
+        "CLS proxy channels: {cls = CN of the device, emt, url = 'tls://HOST:PORT', server_name}",
+    )
+    cls_max_frame: int = doc(65536, "bytes one relayed CLS channel frame may carry at most")
+    cls_idle_timeout_s: float = doc(300.0, "wall time a CLS channel may stay silent, s")
     emt_endpoints: tuple[dict[str, Any], ...] = doc(
         (), "EMTs the WAN instance pushes TAF data to: {emt, url = 'tls://HOST:PORT', server_name}"
     )
