@@ -82,6 +82,10 @@ EMT_CLS_CHANNEL_CLOSED = "emt.cls_channel_closed"
 # -- events: legal time from the WAN time service --------------------------------
 GATEWAY_TIME_DEVIATION = "gateway.time_deviation"
 
+# -- events: manipulation I/O board ---------------------------------------------
+IOHW_CHANGED = "iohw.changed"
+IOHW_REQUEST_REFUSED = "iohw.request_refused"
+
 # -- simulation plane --------------------------------------------------------
 FRAME_BATCH = "sim.frames"
 RECEIVED_BATCH = "sim.received"
@@ -103,6 +107,7 @@ METER_CORRUPT = "meter.corrupt"
 METER_SET_INTERVAL = "meter.set_interval"
 METER_CUT_LINE = "meter.cut_line"
 METER_RESTORE_LINE = "meter.restore_line"
+METER_SET_LOAD = "meter.set_load"
 SENSORFARM_ADVANCE = "sensorfarm.advance"
 SENSORFARM_NOW = "sensorfarm.now"
 CHANNEL_FORCE_COLLISION = "channel.force_collision"
@@ -122,6 +127,15 @@ GATEWAY_SYNC = "gateway.sync"
 GATEWAY_VERIFY_LOG = "gateway.verify_log"
 EMT_RECORDS = "emt.records"
 EMT_CLS_SEND = "emt.cls_send"
+IOHW_RELAY = "iohw.relay"
+IOHW_DIO = "iohw.dio"
+IOHW_DAC = "iohw.dac"
+IOHW_ADC = "iohw.adc"
+IOHW_STATUS = "iohw.status"
+IOHW_UART = "iohw.uart"
+IOHW_I2C_READ = "iohw.i2c_read"
+IOHW_I2C_WRITE = "iohw.i2c_write"
+IOHW_SPI_TRANSFER = "iohw.spi_transfer"
 
 EVENTS: frozenset[str] = frozenset(
     {
@@ -176,6 +190,8 @@ EVENTS: frozenset[str] = frozenset(
         EMT_DELIVERY_ACCEPTED,
         EMT_DELIVERY_REFUSED,
         GATEWAY_TIME_DEVIATION,
+        IOHW_CHANGED,
+        IOHW_REQUEST_REFUSED,
         FRAME_BATCH,
         RECEIVED_BATCH,
     }
@@ -199,6 +215,7 @@ REQUESTS: frozenset[str] = frozenset(
         METER_SET_INTERVAL,
         METER_CUT_LINE,
         METER_RESTORE_LINE,
+        METER_SET_LOAD,
         SENSORFARM_ADVANCE,
         SENSORFARM_NOW,
         CHANNEL_FORCE_COLLISION,
@@ -218,6 +235,15 @@ REQUESTS: frozenset[str] = frozenset(
         GATEWAY_VERIFY_LOG,
         EMT_RECORDS,
         EMT_CLS_SEND,
+        IOHW_RELAY,
+        IOHW_DIO,
+        IOHW_DAC,
+        IOHW_ADC,
+        IOHW_STATUS,
+        IOHW_UART,
+        IOHW_I2C_READ,
+        IOHW_I2C_WRITE,
+        IOHW_SPI_TRANSFER,
     }
 )
 
