@@ -50,6 +50,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "load campaign: farm, channel and gateway against pure ALOHA",
     ),
     "gateway": ("smtestbed.services.gateway.cli:group", "run smart meter gateway instances"),
+    "iohw": (
+        "smtestbed.services.iohw.cli:group",
+        "the manipulation I/O board: relays, DAC/ADC, UART/RS-485, I2C, SPI",
+    ),
     "sensorfarm": (
         "smtestbed.services.sensorfarm.cli:group",
         "simulated meters, wired M-Bus slaves",
