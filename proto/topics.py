@@ -247,6 +247,44 @@ REQUESTS: frozenset[str] = frozenset(
     }
 )
 
+# -- requests: the controller's test API, one per operation (controller.<operation>) --
+CONTROLLER_OPERATIONS: tuple[str, ...] = (
+    "adc",
+    "advance",
+    "certificate",
+    "channel_fault",
+    "clock",
+    "corrupt_frames",
+    "counters",
+    "cut_line",
+    "dac",
+    "emt_queue",
+    "events",
+    "force_collision",
+    "gateway_add_meter",
+    "gateway_assign_taf",
+    "gateway_remove_meter",
+    "gateway_status",
+    "mark",
+    "meter",
+    "meter_counter",
+    "meter_interval",
+    "meter_key",
+    "meter_sending",
+    "meters",
+    "push_update",
+    "read_log",
+    "readings",
+    "readout",
+    "relay",
+    "restore_line",
+    "revoke",
+    "verify_log",
+    "wait_event",
+)
+CONTROLLER_REQUESTS: frozenset[str] = frozenset(f"controller.{op}" for op in CONTROLLER_OPERATIONS)
+REQUESTS = REQUESTS | CONTROLLER_REQUESTS
+
 KINDS: frozenset[str] = EVENTS | REQUESTS
 
 
