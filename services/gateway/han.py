@@ -14,15 +14,28 @@ framing). The role is the client certificate's subject OU:
   consumer whose meters' readings, TAF data and consumer log it may read;
 - ``TECHNICIAN``: diagnostics only (counters; no readings, no keys).
 
+- ``CLS``: a controllable local system; it gets no requests, only its proxy
+  channel to its EMT (:mod:`.cls_proxy`).
+
 Every refused request (an operation not for the role, another consumer's
-meter or consumer id) is answered with an error naming the field, written to
-the system log as ``han_access_refused`` and published as
-``han.access_refused``. A meter of another consumer and an unregistered one
-get the same answer, so a display cannot probe which meters exist.
+meter or consumer id, a CLS channel not configured or to another EMT) is
+answered with an error naming the field, written to the system log as
+``han_access_refused`` and published as ``han.access_refused`` with the
+reason. A meter of another consumer and an unregistered one get the same
+answer, so a display cannot probe which meters exist.
+
+Readings carry ``flagged``: true when the time sync flagged them (taken while
+the gateway's clock deviated beyond the limit, :mod:`.timesync`).
+
+CRLs come from files (``han_crls``) and/or from the CA's URLs (``han_crl_urls``),
+fetched at start and every ``han_crl_every_s`` of simulated time
+(:mod:`.crl_fetch`, as on the WAN); each fetch makes a new TLS context for the
+next handshakes, so a display revoked at the CA is refused after the next fetch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections import Counter
@@ -30,15 +43,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from smtestbed.proto import han, topics, wan
+from smtestbed.proto import cls, han, topics, wan
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api, framed_tls
+from smtestbed.services.gateway import api, cls_proxy, crl_fetch, framed_tls, timesync
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.logchain import read_entries
-from smtestbed.services.gateway.schema import MeterEntry
+from smtestbed.services.gateway.schema import MeterEntry, Reading
 
 __all__ = ["Diagnostics", "HanServer", "Publisher"]
 
@@ -55,6 +68,11 @@ class Publisher(Protocol):
 
 class AccessRefusedError(RequestError):
     """A HAN client asked for data its role or consumer may not read."""
+
+    @property
+    def reason(self) -> str:
+        """Return the refusal's reason for events and logs."""
+        return "role" if self.field == "role" else "not_own_data"
 
 
 class HanServer:
@@ -80,8 +98,23 @@ class HanServer:
         self.log = log
         self.diagnostics = diagnostics
         self.context: ssl.SSLContext | None = None
-        self.endpoint = framed_tls.FramedTlsListener(
+        self.crls = crl_fetch.CrlFetcher(
+            cfg.han_crl_urls,
+            Path(cfg.data_dir) / self.name / "han-crl",
+            key="gateway.han_crl_urls",
+            every_s=cfg.han_crl_every_s,
+            topic=topics.HAN_CRL_UPDATED,
+            gateway=self.name,
+            clock=clock,
+            bus=bus,
+            log=log,
+        )
+        self.cls = cls_proxy.ClsProxy(
+            cfg, self.inst, bus=bus, clock=clock.now, log=log, refused=self._access_refused
+        )
+        self.endpoint = cls_proxy.HanListener(
             cfg.han_listen,
+            channel=self.cls.serve,
             key="gateway.han_listen",
             context=lambda: self.context,
             handshake_timeout_s=cfg.han_handshake_timeout_s,
@@ -105,14 +138,19 @@ class HanServer:
     # -- life ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Build the TLS context and start listening."""
+        """Fetch the CRLs, build the TLS context and start listening."""
+        if self.cfg.han_crl_urls:
+            await self.crls.fetch()
         self.context = self.build_context()
         self.endpoint.listen()
         self.log.info("han_listening", host=self.host, port=self.port)
 
     async def run(self) -> None:
-        """Accept connections until cancelled."""
-        await self.endpoint.accept_forever()
+        """Accept connections and refresh the CRLs until cancelled."""
+        await asyncio.gather(self.endpoint.accept_forever(), self.crls.run_forever(self._rebuild))
+
+    def _rebuild(self) -> None:
+        self.context = self.build_context()
 
     def close(self) -> None:
         """Stop listening and end the open sessions."""
@@ -122,6 +160,8 @@ class HanServer:
         """Return the HAN counters (refused handshakes per reason, sessions, requests)."""
         out = {f"han_tls_refused_{k}": v for k, v in self.refused.items()}
         out["han_tls_refused"] = sum(self.refused.values())
+        out["han_crl_updates"] = self.crls.updates
+        out |= {f"han_cls_{k}": v for k, v in self.cls.counts.items()}
         return {**out, **{f"han_{k}": v for k, v in self.counts.items()}}
 
     def build_context(self) -> ssl.SSLContext:
@@ -134,7 +174,7 @@ class HanServer:
             Path(cfg.han_key),
             [Path(p) for p in cfg.han_chain],
             [Path(p) for p in cfg.han_trust],
-            [Path(p) for p in cfg.han_crls],
+            [*(Path(p) for p in cfg.han_crls), *self.crls.files()],
             groups=cfg.wan_groups,
         )
 
@@ -173,6 +213,9 @@ class HanServer:
         return wan.Reply(id=request.id, ok=True, result=result)
 
     def _dispatch(self, op: str, params: dict[str, Any], peer: tls.Peer) -> Any:
+        if op == cls.CHANNEL_OP:
+            role = peer.role or "none"
+            raise AccessRefusedError(f"role {role} may not open a CLS channel", field="role")
         if op not in (*han.DISPLAY_OPS, *han.TECHNICIAN_OPS):
             known = ", ".join((*han.DISPLAY_OPS, *han.TECHNICIAN_OPS))
             raise RequestError(f"unknown operation {op!r} ({known})", field="op")
@@ -198,7 +241,7 @@ class HanServer:
                 api.number(params, "t1", None),
                 limit=api.count(params, "limit", 1000, 100_000),
             )
-            return [api.reading_map(rid, r) for rid, r in rows]
+            return self._reading_maps(rows)
         if op == "latest":
             return {"consumer": consumer, "readings": self._latest(consumer)}
         if op == "taf_data":
@@ -223,9 +266,12 @@ class HanServer:
             if state is None:
                 continue
             rows = self.inst.store.readings(entry.meter, state.t_sim, None, limit=100)
-            if rows:
-                out.append(api.reading_map(*rows[-1]))
+            out += self._reading_maps(rows[-1:])
         return out
+
+    def _reading_maps(self, rows: list[tuple[int, Reading]]) -> list[dict[str, Any]]:
+        flagged = timesync.flagged_ids(self.inst.store, [rid for rid, _ in rows])
+        return [{**api.reading_map(rid, r), "flagged": rid in flagged} for rid, r in rows]
 
     def _taf_data(self, params: dict[str, Any], consumer: str) -> list[dict[str, Any]]:
         if "meter" in params:
@@ -266,13 +312,18 @@ class HanServer:
         }
 
     def _access_refused(
-        self, request: wan.Request, peer: tls.Peer, where: str, exc: AccessRefusedError
+        self,
+        request: wan.Request,
+        peer: tls.Peer,
+        where: str,
+        exc: AccessRefusedError | cls_proxy.ChannelRefusedError,
     ) -> None:
         self.counts["access_refused"] += 1
         body = {
             "gateway": self.name,
             "op": request.op,
             "field": exc.field,
+            "reason": exc.reason,
             "asked": _asked(request.params, exc.field),
             "role": peer.role or "none",
             "subject": peer.common_name,
@@ -284,5 +335,5 @@ class HanServer:
 
 
 def _asked(params: Mapping[str, Any], field: str) -> str:
-    value = params.get(field, "") if field in ("meter", "consumer") else ""
+    value = params.get(field, "") if field in ("meter", "consumer", "emt") else ""
     return str(value)[:64]

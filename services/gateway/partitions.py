@@ -17,7 +17,7 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "lmn_wireless": ("service.py", "config.py", "__init__.py"),
     "lmn_wired": ("lmn_wired.py", "lmn_link.py", "wired_readings.py"),
     "lmn_serial": ("lmn_serial.py",),
-    "han": ("han.py",),
+    "han": ("han.py", "cls_proxy.py"),
     "wan": ("wan.py", "framed_tls.py", "emt_delivery.py", "timesync.py", "crl_fetch.py"),
 }
 
