@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from smtestbed.services._runtime.errors import ConfigError, RequestError
+from smtestbed.services.sensorfarm.models import MAX_LOAD_FACTOR, LoadInputs
 from smtestbed.services.sensorfarm.population import Population
 from smtestbed.services.sensorfarm.schema import COUNTER_COLUMNS, VALUE_COLUMNS, MeterKind
 from smtestbed.services.sensorfarm.telegrams import MAX_ABS_VALUE
@@ -139,3 +140,20 @@ def set_interval(pop: Population, params: Any) -> dict[str, Any]:
         )
     pop.interval_s[i] = float(interval)
     return describe(pop, i)
+
+
+def set_load(pop: Population, loads: LoadInputs, params: Any) -> dict[str, Any]:
+    """Drive the meter's consumption-rate input: ``factor`` times its usual consumption."""
+    i = meter_index(pop, params)
+    factor = _params(params).get("factor")
+    if (
+        not isinstance(factor, int | float)
+        or isinstance(factor, bool)
+        or not math.isfinite(factor)
+        or not 0 <= factor <= MAX_LOAD_FACTOR
+    ):
+        raise RequestError(
+            f"must be a number 0..{MAX_LOAD_FACTOR:g}, got {factor!r}", field="factor"
+        )
+    old = loads.set(i, float(factor))
+    return {**describe(pop, i), "load_factor": float(factor), "old": old}

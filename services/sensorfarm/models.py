@@ -172,6 +172,40 @@ def window_rates(t0: float, t1: float, *, step_s: float = 900.0) -> WindowRates:
     )
 
 
+MAX_LOAD_FACTOR = 100.0
+
+
+class LoadInputs:
+    """Each meter's consumption-rate input: a load factor on its household scale.
+
+    The consumption model multiplies a meter's rate by ``scale``; a load factor
+    ``f`` makes that ``f * base`` (the scale the meter was created with), so 0
+    stops consumption, 1 restores it and 2 doubles it. Counters go on integrating
+    whatever rate results.
+
+    Args:
+        scale: the population's ``scale`` column, changed in place.
+    """
+
+    def __init__(self, scale: npt.NDArray[np.float32]) -> None:
+        self._scale = scale
+        self._base = scale.copy()
+        self.factor = np.ones(len(scale), dtype=np.float64)
+
+    def set(self, row: int, factor: float) -> float:
+        """Apply ``factor`` (0..MAX_LOAD_FACTOR) to meter ``row``; return the previous factor.
+
+        Raises:
+            ConfigError: ``factor`` is not a finite number within 0..MAX_LOAD_FACTOR.
+        """
+        if not (math.isfinite(factor) and 0.0 <= factor <= MAX_LOAD_FACTOR):
+            raise ConfigError(f"must be 0..{MAX_LOAD_FACTOR:g}, got {factor!r}", key="factor")
+        old = float(self.factor[row])
+        self.factor[row] = factor
+        self._scale[row] = self._base[row] * factor
+        return old
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PhyTiming:
     """On-air timing of an EN 13757-4 meter-to-other mode.

@@ -30,6 +30,7 @@ from smtestbed.services.sensorfarm.farm import Farm
 from smtestbed.services.sensorfarm.mbus_line import MbusLine
 from smtestbed.services.sensorfarm.mbus_server import MbusTcpServer
 from smtestbed.services.sensorfarm.mbus_slave import MbusSlave, WiredMeter
+from smtestbed.services.sensorfarm.models import LoadInputs
 from smtestbed.services.sensorfarm.population import (
     Area,
     Population,
@@ -75,6 +76,7 @@ class SensorFarm(Service):
             raise ConfigError("must be > 0", key="sensorfarm.window_s")
         self.cfg = config
         self.farm = Farm(build_population(config, self.clock.now()), seed=config.seed)
+        self.loads = LoadInputs(self.farm.pop.scale)
         self.line: MbusLine | None = None
         self._last_event = 0.0
 
@@ -175,6 +177,7 @@ class SensorFarm(Service):
             topics.METER_RESUME: lambda p: manipulation.set_stopped(pop, p, stopped=False),
             topics.METER_CORRUPT: lambda p: manipulation.corrupt(pop, p),
             topics.METER_SET_INTERVAL: lambda p: manipulation.set_interval(pop, p),
+            topics.METER_SET_LOAD: lambda p: manipulation.set_load(pop, self.loads, p),
             topics.METER_CUT_LINE: lambda p: self._line(cut=True),
             topics.METER_RESTORE_LINE: lambda p: self._line(cut=False),
         }
