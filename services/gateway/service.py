@@ -6,7 +6,13 @@ gateway's time follows the batches' simulation time). An instance processes
 them, stores the accepted readings in one transaction and only then
 announces them (``gateway.frame_accepted``); every rejection is published as
 ``gateway.frame_rejected`` and written to the instance's system log. The
-tariff runner queues TAF data for the EMTs as simulated time passes.
+tariff runner queues TAF data for the EMTs as simulated time passes, on a
+grid of ``tariff_every_s`` from the start.
+
+``gateway.sync`` ``{"until": t_sim, "timeout_s": s}`` lets a controller that
+steps time wait until every batch up to ``until`` is committed and every tariff
+run due by then has finished (see :mod:`stepping`); it answers ``{"now",
+"accepted", "rejected"}`` (totals over the instances).
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from smtestbed.services._runtime.errors import ConfigError, ProtocolError, Reque
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.gateway import (
     api,
+    certstore,
     emt_delivery,
     han,
     integrity,
     lmn_serial,
     lmn_wired,
+    stepping,
     timesync,
     wan,
 )
@@ -69,6 +77,8 @@ class Gateway(Service):
         # WAN time sync keeps (see timesync); 0 without a time service.
         self.time = timesync.GatewayTime(self.clock.now)
         self.sync: timesync.TimeSync | None = None
+        start = self.clock.now()
+        self.steps = stepping.StepTracker(start, start + config.tariff_every_s)
 
     def open_instances(self) -> None:
         """Open (or create) every instance's folder, store, keys and logs."""
@@ -150,6 +160,7 @@ class Gateway(Service):
                 self.ingest_batch(batch)
             except ProtocolError as exc:  # a batch without the columns ingest needs
                 self._batch_rejected(exc.reason, str(exc))
+            self.steps.ingested_to(env.t_sim)
             await asyncio.sleep(0)
 
     def _follow(self, t_sim: float) -> None:
@@ -212,14 +223,21 @@ class Gateway(Service):
         self.bus.rejects.report(reason, message, where=f"{self.cfg.instance}/lmn")
 
     async def _tariffs_forever(self) -> None:
+        # Runs on a fixed grid; after a jump of the clock one run covers every due time passed.
+        every = self.cfg.tariff_every_s
         while True:
-            await self.clock.sleep(self.cfg.tariff_every_s)
-            for name, runner in self.runners.items():
-                queued = runner.run()
-                if queued:
-                    self.bus.publish(topics.GATEWAY_TAF_DATA, {"gateway": name, "queued": queued})
-            for sender in self.senders:
-                sender.wake()
+            due = self.steps.tariffs_due
+            await self.clock.sleep_until(due)
+            self._run_tariffs()
+            self.steps.tariffs_ran(stepping.next_due(due, self.clock.now(), every))
+
+    def _run_tariffs(self) -> None:
+        for name, runner in self.runners.items():
+            queued = runner.run()
+            if queued:
+                self.bus.publish(topics.GATEWAY_TAF_DATA, {"gateway": name, "queued": queued})
+        for sender in self.senders:
+            sender.wake()
 
     async def _observe_forever(self) -> None:
         configs = [Path(self.cfg.registry_file)] if self.cfg.registry_file else []
@@ -254,7 +272,7 @@ class Gateway(Service):
         return body
 
     async def _start_wan(self) -> None:
-        if self.cfg.wan_listen:
+        if self.cfg.wan_listen or self.cfg.wakeup_listen:
             self.wan = wan.WanServer(
                 self.cfg,
                 handlers=self.api_handlers(),
@@ -262,8 +280,25 @@ class Gateway(Service):
                 bus=self.bus,
                 clock=self.clock,
                 log=self.log,
+                now=self.time.now,
+                on_rotated=self._rotated,
             )
             await self.wan.start()
+
+    def _rotated(self, which: str, identity: certstore.Identity) -> None:
+        # The next EMT deliveries and time syncs present (or sign with) the rotated certificate.
+        cert, key, chain = identity.cert, identity.key, identity.chain
+        for sender in self.senders:
+            if which == "sig":
+                sender.signer = emt_delivery.load_signer(cert, key, chain)
+            else:
+                sender.tls_files = dataclasses.replace(
+                    sender.tls_files, cert=cert, key=key, chain=chain
+                )
+        if which == "tls" and self.sync is not None:
+            self.sync.tls_files = dataclasses.replace(
+                self.sync.tls_files, cert=cert, key=key, chain=chain
+            )
 
     async def _start_han(
         self, wired: list[lmn_wired.LinePoller], raw: list[lmn_serial.SerialInput]
@@ -288,6 +323,17 @@ class Gateway(Service):
     def _register_api(self) -> None:
         for method, handler in self.api_handlers().items():
             self.bus.handle(method, self._wrap(handler))
+        self.bus.handle(topics.GATEWAY_SYNC, self._sync)
+
+    async def _sync(self, params: Any, env: Envelope) -> Any:
+        until, timeout_s = stepping.sync_params(api.params_map(params))
+        await self.steps.wait(until, timeout_s)
+        totals = self.counters()
+        return {
+            "now": self.clock.now(),
+            "accepted": totals.get("accepted", 0),
+            "rejected": totals.get("rejected", 0),
+        }
 
     def api_handlers(self) -> dict[str, Handler]:
         """Return the bus API's handlers by request name (the WAN partition runs them too)."""

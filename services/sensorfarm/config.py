@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smtestbed.services._runtime.config import ServiceConfig, doc
+from smtestbed.services._runtime.config import ServiceConfig, choice, doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +19,12 @@ class SensorFarmConfig(ServiceConfig):
     seed: int = doc(1, "seed of every random draw")
     population_file: str = doc("", "TOML or CSV file with one meter per row (empty: generate)")
     window_s: float = doc(1.0, "simulated time per window, s")
+    step_control: str = choice(
+        "free",
+        "free",
+        "request",
+        help="stepped clock: run by itself (free) or only on sensorfarm.advance (request)",
+    )
     output: str = doc("tcp://127.0.0.1:7710", "where frame batches go (PUSH, to the channel)")
     bind_output: bool = doc(False, "bind the output endpoint instead of connecting")
     mbus_tcp: str = doc("", "serve the wired meters as M-Bus slaves on HOST:PORT (empty: off)")

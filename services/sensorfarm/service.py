@@ -3,15 +3,29 @@
 Per window the farm advances every meter and pushes the telegrams due to the
 channel (PUSH with a high-water mark: a slow channel slows the farm down).
 In ``realtime`` and ``scaled`` clock modes it waits for the end of each
-window; in ``stepped`` mode it runs window after window as fast as the
-channel takes them, its clock advancing by itself. Wired meters can be
-served as M-Bus slaves on TCP. Manipulation requests change single meters.
+window; in ``stepped`` mode with ``step_control = "free"`` it runs window
+after window as fast as the channel takes them, its clock advancing by itself.
+
+With ``stepped`` and ``step_control = "request"`` a controller drives time:
+
+- ``sensorfarm.advance`` ``{"to": t_sim}`` or ``{"by": s}`` runs the windows from
+  the farm's time up to ``to`` (``window_s`` each, the last one shorter so that it
+  ends exactly there), pushes every window's batch downstream, empty ones included
+  (so the channel and gateway follow time and know a window is complete), and
+  answers ``{"now", "windows", "sent"}`` once the last batch has been pushed.
+  Requests are served one after another; a retried request (same sender and
+  sequence number) is answered from the first run, never run twice;
+- ``sensorfarm.now`` answers ``{"now", "mode", "step_control", "windows"}``.
+
+Wired meters can be served as M-Bus slaves on TCP. Manipulation requests
+change single meters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +38,7 @@ from smtestbed.services._runtime.bus import BatchPusher
 from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
-from smtestbed.services.sensorfarm import manipulation
+from smtestbed.services.sensorfarm import manipulation, stepping
 from smtestbed.services.sensorfarm.config import SensorFarmConfig
 from smtestbed.services.sensorfarm.farm import Farm
 from smtestbed.services.sensorfarm.mbus_line import MbusLine
@@ -43,6 +57,7 @@ from smtestbed.services.sensorfarm.schema import Interface, MeterKind
 from smtestbed.services.sensorfarm.templates import records_for
 
 EVENT_EVERY_S = 1.0
+ADVANCES_KEPT = 64  # answered advance requests remembered for retries
 
 
 def build_population(cfg: SensorFarmConfig, start_s: float) -> Population:
@@ -74,11 +89,22 @@ class SensorFarm(Service):
         super().__init__(config)
         if not config.window_s > 0:
             raise ConfigError("must be > 0", key="sensorfarm.window_s")
+        if config.step_control == "request" and config.clock_mode != "stepped":
+            raise ConfigError("'request' needs clock_mode = stepped", key="sensorfarm.step_control")
         self.cfg = config
         self.farm = Farm(build_population(config, self.clock.now()), seed=config.seed)
         self.loads = LoadInputs(self.farm.pop.scale)
         self.line: MbusLine | None = None
         self._last_event = 0.0
+        self._pusher: BatchPusher | None = None
+        self.advances_refused = 0
+        self._advancing = asyncio.Lock()
+        self._advances: OrderedDict[tuple[str, int], asyncio.Future[dict[str, Any]]] = OrderedDict()
+
+    @property
+    def on_request(self) -> bool:
+        """Return True when windows run only on ``sensorfarm.advance``."""
+        return self.clock.mode == "stepped" and self.cfg.step_control == "request"
 
     async def run(self, ready: Ready) -> None:
         """Serve requests and wired meters, then run windows until cancelled."""
@@ -87,11 +113,15 @@ class SensorFarm(Service):
             self.bus.ctx, self.cfg.output, src=self.cfg.instance, bind=self.cfg.bind_output
         )
         server = await self._serve_wired()
+        self._pusher = pusher
         try:
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
+            if self.on_request:
+                await asyncio.get_running_loop().create_future()  # time moves on request only
             await self._windows(pusher)
         finally:
+            self._pusher = None
             pusher.close()
             if server is not None:
                 await server.close()
@@ -111,6 +141,62 @@ class SensorFarm(Service):
             self._maybe_publish(t1)
             await asyncio.sleep(0)  # let requests in between windows
             t0 = t1
+
+    async def _advance(self, params: Any, env: Envelope) -> dict[str, Any]:
+        try:
+            return await self._advance_unique(params, env)
+        except RequestError as exc:
+            self.advances_refused += 1
+            self.log.warning("advance_refused", by=env.src, field=exc.field, error=str(exc))
+            raise
+
+    async def _advance_unique(self, params: Any, env: Envelope) -> dict[str, Any]:
+        if not self.on_request:
+            field = "clock_mode" if self.clock.mode != "stepped" else "step_control"
+            raise RequestError(
+                f"this sensor farm runs by itself (clock_mode={self.clock.mode},"
+                f" step_control={self.cfg.step_control}); advance needs stepped and request",
+                field=field,
+            )
+        key = (env.src, env.seq)
+        run = self._advances.get(key)
+        if run is None:  # a retry of a request carries the same sender and sequence number
+            run = asyncio.ensure_future(self._advance_once(params))
+            self._advances[key] = run
+            while len(self._advances) > ADVANCES_KEPT:
+                self._advances.popitem(last=False)
+        return await run
+
+    async def _advance_once(self, params: Any) -> dict[str, Any]:
+        field, value = stepping.parse_advance(params)  # refused before waiting for the lock
+        async with self._advancing:
+            now = self.clock.now()
+            to = stepping.target(field, value, now)
+            ends = stepping.window_ends(now, to, self.cfg.window_s, field=field)
+            sent = 0
+            for t1 in ends:
+                sent += await self._controlled_window(t1)
+            self.log.info("advanced", to=to, windows=len(ends), sent=sent)
+            return {"now": self.clock.now(), "windows": len(ends), "sent": sent}
+
+    async def _controlled_window(self, t1: float) -> int:
+        if self._pusher is None:
+            raise RequestError("the farm is stopping", field="to")
+        t0 = self.clock.now()
+        self.clock.advance_to(t1)
+        batch = self.farm.step(t0, t1)
+        # Empty batches go too: the window's end is what moves the next stages' clocks.
+        await self._pusher.send(batch, t_sim=t1)
+        self._maybe_publish(t1)
+        return batch.count
+
+    async def _now(self, params: Any, env: Envelope) -> dict[str, Any]:
+        return {
+            "now": self.clock.now(),
+            "mode": self.clock.mode,
+            "step_control": self.cfg.step_control,
+            "windows": self.farm.counters.windows,
+        }
 
     def _maybe_publish(self, t_sim: float) -> None:
         now = time.monotonic()
@@ -183,6 +269,8 @@ class SensorFarm(Service):
         }
         for method, action in actions.items():
             self.bus.handle(method, self._handler(method, action))
+        self.bus.handle(topics.SENSORFARM_ADVANCE, self._advance)
+        self.bus.handle(topics.SENSORFARM_NOW, self._now)
 
     def _handler(self, method: str, action: Callable[[Any], dict[str, Any]]) -> Any:
         async def handle(params: Any, env: Envelope) -> dict[str, Any]:
@@ -218,4 +306,5 @@ class SensorFarm(Service):
             "skipped_duty_cycle": c.skipped_duty_cycle,
             "corrupted": c.corrupted,
             "meters": len(self.farm.pop),
+            "advances_refused": self.advances_refused,
         }
