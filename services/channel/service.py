@@ -1,7 +1,11 @@
 """The channel service: frame batches in (PULL), received batches out (PUSH), per window.
 
 For every ``sim.frames`` batch it publishes the ``sim.received`` batch of what each receiver
-heard and a ``channel.window`` event with the window's counters. Requests:
+heard and a ``channel.window`` event with the window's counters. The output carries the
+window's ``t_sim`` and holds every receiver's rows (column ``receiver``, names in
+``meta["receivers"]``); an empty window gives an empty output batch, in order, so that under
+stepped control (``sensorfarm.advance``) the gateways follow time and see each window end.
+Requests:
 
 - ``channel.force_collision`` ``{"count": n, "meter": m}``: collide the next ``n`` frames of
   meter ``m`` (of any meter without ``meter``) at every receiver;
