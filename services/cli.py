@@ -29,6 +29,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("smtestbed.services.decode.cli:command", "decode M-Bus, wM-Bus or SML bytes"),
     "ca": ("smtestbed.services.ca.cli:group", "the SM-PKI CA: run it, or work on a CA directory"),
     "channel": ("smtestbed.services.channel.cli:group", "run the radio channel"),
+    "cls": (
+        "smtestbed.services.han.cls:group",
+        "a CLS device: its proxy channel to its EMT through the gateway's HAN endpoint",
+    ),
+    "controller": (
+        "smtestbed.services.controller.cli:group",
+        "the test API over the bus and REST (smtb controller serve)",
+    ),
+    "scenario": (
+        "smtestbed.services.controller.scenario_cli:group",
+        "list and run scenarios with negative controls; JSON/JUnit report",
+    ),
     "display": (
         "smtestbed.services.wan.display:command",
         "a consumer's latest readings from the gateway's HAN endpoint (display certificate)",
