@@ -222,7 +222,7 @@ def _plot_load(ax: Axes, ch: ChannelSeries, farm: FarmSeries, x: _Axis) -> None:
         twin = ax.twinx() if ch.t else ax
         twin.plot(x(farm.t), farm.rate, "k:", label="farm sent (frames/s)")
         twin.set_ylabel("farm: frames/s")
-        twin.set_ylim(bottom=0)
+        twin.set_ylim(0, max(farm.rate, default=0.0) * 1.2 or 1.0)
         twin.legend(loc="upper right", fontsize="small")
     if not ch.t and not farm.t:
         _empty(ax, "no channel.window or sensorfarm.window events")
@@ -250,9 +250,11 @@ def _plot_gateway(ax: Axes, gw: GatewaySeries, x: _Axis) -> None:
     if not gw.t:
         _empty(ax, "no gateway.frame_accepted or gateway.frame_rejected events")
         return
-    ax.step(x(gw.t), gw.accepted, where="post", color="tab:green", label="accepted")
+    # each count holds for its whole interval: the last one ends one width later
+    ts = x([*gw.t, gw.t[-1] + gw.width_s])
+    ax.step(ts, [*gw.accepted, gw.accepted[-1]], where="post", color="tab:green", label="accepted")
     for reason, row in sorted(gw.rejected.items()):
-        ax.step(x(gw.t), row, where="post", label=f"rejected: {reason}")
+        ax.step(ts, [*row, row[-1]], where="post", label=f"rejected: {reason}")
     ax.set_ylabel(f"frames per {gw.width_s:g} s")
     ax.legend(loc="upper left", fontsize="small")
 
