@@ -18,7 +18,16 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "lmn_wired": ("lmn_wired.py", "lmn_link.py", "wired_readings.py"),
     "lmn_serial": ("lmn_serial.py",),
     "han": ("han.py", "cls_proxy.py"),
-    "wan": ("wan.py", "framed_tls.py", "emt_delivery.py", "timesync.py", "crl_fetch.py"),
+    "wan": (
+        "wan.py",
+        "framed_tls.py",
+        "emt_delivery.py",
+        "timesync.py",
+        "crl_fetch.py",
+        "wakeup.py",
+        "certstore.py",
+        "rotation.py",
+    ),
 }
 
 

@@ -19,6 +19,14 @@ CRLs come from files (``wan_crls``) and/or are fetched from the CA's
 ``GET /crl/<name>.crl`` URLs (``wan_crl_urls``) at start and then every
 ``wan_crl_every_s`` of simulated time (:mod:`.crl_fetch`); a new TLS context is
 built after each fetch and serves the next handshakes.
+
+With ``wakeup_listen`` the partition also takes GWA wake-up packets
+(:mod:`.wakeup`) and, for an accepted one, calls the configured GWA and
+serves it with the same handlers on that connection; ``wan_listen`` may then be
+empty (no listening TCP endpoint at all, as TR-03109-1 asks). The GWA may
+rotate the gateway's TLS and signature certificates through the CA
+(:mod:`.rotation`, operations ``cert_request`` and ``cert_install``); the
+installed TLS certificate serves the next handshakes.
 """
 
 from __future__ import annotations
@@ -35,10 +43,10 @@ from typing import Any, Protocol
 
 from smtestbed.proto import topics, wan
 from smtestbed.proto.envelope import Envelope
-from smtestbed.services._runtime import tls
+from smtestbed.services._runtime import pki, tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api, crl_fetch, framed_tls
+from smtestbed.services.gateway import api, certstore, crl_fetch, framed_tls, rotation, wakeup
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 
@@ -67,7 +75,10 @@ class WanServer:
         bus: Publisher,
         clock: SimClock,
         log: Any,
+        now: Callable[[], float] | None = None,
+        on_rotated: Callable[[str, certstore.Identity], None] | None = None,
     ) -> None:
+        """Set up the partition; ``now`` is the gateway's time (wake-up freshness)."""
         self.cfg = cfg
         self.handlers = handlers
         self.instances = instances
@@ -89,28 +100,46 @@ class WanServer:
             log=log,
         )
         self.context: ssl.SSLContext | None = None
-        self.endpoint = framed_tls.FramedTlsListener(
-            cfg.wan_listen,
-            key="gateway.wan_listen",
-            context=lambda: self.context,
-            handshake_timeout_s=cfg.wan_handshake_timeout_s,
-            answer=self.answer,
-            on_refused=self._refuse,
-            on_connected=self._connected,
-            backlog=128,
+        self.now = now or clock.now
+        self.on_rotated = on_rotated
+        self.certs = certstore.CertStore.of(cfg, self.name)
+        self.rotation = rotation.CertRotation(
+            self.certs,
+            gateway=self.name,
+            trust=self._rotation_trust,
+            probe=self._probe,
+            apply=self._apply,
+            bus=bus,
+            log=log,
+            system_log=self.system_log,
+        )
+        self.wakeup: wakeup.WakeupListener | None = None
+        self.endpoint = (
+            None
+            if not cfg.wan_listen
+            else framed_tls.FramedTlsListener(
+                cfg.wan_listen,
+                key="gateway.wan_listen",
+                context=lambda: self.context,
+                handshake_timeout_s=cfg.wan_handshake_timeout_s,
+                answer=self.answer,
+                on_refused=self._refuse,
+                on_connected=self._connected,
+                backlog=128,
+            )
         )
         self.refused: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
 
     @property
     def host(self) -> str:
-        """Return the address listened on."""
-        return self.endpoint.host
+        """Return the address listened on ("" without ``wan_listen``)."""
+        return self.endpoint.host if self.endpoint else ""
 
     @property
     def port(self) -> int:
-        """Return the port listened on (the bound one after :meth:`start`)."""
-        return self.endpoint.port
+        """Return the port listened on (the bound one after :meth:`start`; 0 if none)."""
+        return self.endpoint.port if self.endpoint else 0
 
     # -- life ---------------------------------------------------------------
 
@@ -119,49 +148,105 @@ class WanServer:
         if self.cfg.wan_crl_urls:
             await self.crls.fetch()
         self.context = self.build_context()
-        self.endpoint.listen()
-        self.log.info("wan_listening", host=self.host, port=self.port)
+        if self.endpoint is not None:
+            self.endpoint.listen()
+            self.log.info("wan_listening", host=self.host, port=self.port)
+        if self.cfg.wakeup_listen:
+            identity = self.certs.current("tls")
+            assert identity is not None  # build_context checked it
+            gateway_id = pki.common_name(pki.read_certificates(identity.cert)[0])
+            self.wakeup = wakeup.WakeupListener(
+                self.cfg, self, gateway_id=gateway_id, bus=self.bus, now=self.now, log=self.log
+            )
+            await self.wakeup.start()
+        for which in certstore.PROFILES:  # what an earlier run installed serves from the start
+            identity = self.certs.current(which)
+            if self.certs.installed(which) and identity and self.on_rotated:
+                self.on_rotated(which, identity)
 
     async def run(self) -> None:
-        """Accept connections and refresh the CRLs until cancelled."""
-        await asyncio.gather(self.endpoint.accept_forever(), self.crls.run_forever(self._rebuild))
+        """Accept connections and wake-ups, and refresh the CRLs, until cancelled."""
+        await asyncio.gather(
+            self.endpoint.accept_forever() if self.endpoint else asyncio.sleep(0),
+            self.wakeup.run() if self.wakeup else asyncio.sleep(0),
+            self.crls.run_forever(self._rebuild),
+        )
 
     def _rebuild(self) -> None:
         self.context = self.build_context()
 
     def close(self) -> None:
         """Stop listening and end the open sessions."""
-        self.endpoint.close()
+        if self.endpoint is not None:
+            self.endpoint.close()
+        if self.wakeup is not None:
+            self.wakeup.close()
 
     def counters(self) -> dict[str, int]:
         """Return the WAN counters (refusals per reason, sessions, requests)."""
         out = {f"wan_refused_{k}": v for k, v in self.refused.items()}
         out["wan_refused"] = sum(self.refused.values())
         out["wan_crl_updates"] = self.crls.updates
+        out["wan_certs_rotated"] = self.rotation.rotated
+        out["wan_certs_refused"] = self.rotation.refused
+        out.update(self.wakeup.counters() if self.wakeup else {})
         return {**out, **{f"wan_{k}": v for k, v in self.counts.items()}}
 
     # -- TLS and CRLs ---------------------------------------------------------
 
-    def build_context(self) -> ssl.SSLContext:
-        """Return a server context with the current CRL files."""
+    def build_context(self, identity: certstore.Identity | None = None) -> ssl.SSLContext:
+        """Return a server context with the current TLS identity (or ``identity``) and CRLs."""
+        return tls.server_context(*self._tls_files(identity), groups=self.cfg.wan_groups)
+
+    def client_context(self, check_hostname: bool) -> ssl.SSLContext:
+        """Return a client context with the current TLS identity and CRLs (wake-up calls)."""
+        files = self._tls_files(None)
+        return tls.client_context(*files, groups=self.cfg.wan_groups, check_hostname=check_hostname)
+
+    def _tls_files(
+        self, identity: certstore.Identity | None
+    ) -> tuple[Path, Path, list[Path], list[Path], list[Path]]:
         cfg = self.cfg
-        if not cfg.wan_cert or not cfg.wan_key or not cfg.wan_trust:
-            raise ConfigError("wan_listen needs wan_cert, wan_key and wan_trust", key="gateway")
-        fetched = self.crls.files()
-        return tls.server_context(
-            Path(cfg.wan_cert),
-            Path(cfg.wan_key),
-            [Path(p) for p in cfg.wan_chain],
-            [Path(p) for p in cfg.wan_trust],
-            [*(Path(p) for p in cfg.wan_crls), *fetched],
-            groups=cfg.wan_groups,
+        identity = identity or self.certs.current("tls")
+        if identity is None or not cfg.wan_trust:
+            raise ConfigError("the WAN needs wan_cert, wan_key and wan_trust", key="gateway")
+        chain = list(identity.chain) or [Path(p) for p in cfg.wan_chain]
+        trust = [Path(p) for p in cfg.wan_trust]
+        return identity.cert, identity.key, chain, trust, self.crl_files()
+
+    def crl_files(self) -> list[Path]:
+        """Return the CRL files peers are checked with (configured and fetched)."""
+        return [*(Path(p) for p in self.cfg.wan_crls), *self.crls.files()]
+
+    # -- certificate rotation ----------------------------------------------------
+
+    def _rotation_trust(self) -> certstore.Trust:
+        cfg = self.cfg
+        return certstore.Trust(
+            roots=tuple(Path(p) for p in cfg.wan_trust),
+            intermediates=tuple(Path(p) for p in cfg.wan_chain),
+            crls=tuple(self.crl_files()),
         )
+
+    def _probe(self, which: str, identity: certstore.Identity) -> None:
+        if which == "tls":
+            self.build_context(identity)
+        else:
+            key = pki.read_private_key(identity.key)
+            if pki.read_certificates(identity.cert)[0].public_key() != key.public_key():
+                raise ConfigError(f"{identity.key} is not the key of {identity.cert}")
+
+    def _apply(self, which: str, identity: certstore.Identity) -> None:
+        if which == "tls":
+            self.context = self.build_context()
+        if self.on_rotated is not None:
+            self.on_rotated(which, identity)
 
     # -- connections -----------------------------------------------------------
 
     def _connected(self, peer: tls.Peer, where: str) -> None:
         self.counts["sessions"] += 1
-        self._system_log(
+        self.system_log(
             "wan_connected", {"peer": where, "role": peer.role, "subject": peer.common_name}
         )
 
@@ -170,9 +255,10 @@ class WanServer:
         body = {"gateway": self.name, "reason": reason, "peer": where, "message": message[:300]}
         self.log.warning("wan_tls_refused", **body)
         self.bus.publish(topics.WAN_TLS_REFUSED, {**body, "t_sim": self.clock.now()})
-        self._system_log("tls_refused", body)
+        self.system_log("tls_refused", body)
 
-    def _system_log(self, kind: str, fields: dict[str, Any]) -> None:
+    def system_log(self, kind: str, fields: dict[str, Any]) -> None:
+        """Append an entry to the WAN instance's system log."""
         self.instances[self.name].logs.system.append(kind, fields, t_sim=self.clock.now())
 
     # -- requests ---------------------------------------------------------------
@@ -182,14 +268,25 @@ class WanServer:
         self.counts["requests"] += 1
         if peer.role != ADMIN_ROLE:
             return self._admin_refused(request, peer, where)
+        if request.op in rotation.OPS:
+            return self._rotate(request, peer)
         method = wan.OPS.get(request.op)
         if method is None:
-            known = ", ".join(wan.OPS)
+            known = ", ".join((*wan.OPS, *rotation.OPS))
             return framed_tls.error_reply(
                 request.id, f"unknown operation {request.op!r} ({known})", "op"
             )
         try:
             result = self._call(method, dict(request.params), peer)
+        except RequestError as exc:
+            return framed_tls.error_reply(request.id, str(exc), exc.field)
+        except TestbedError as exc:
+            return framed_tls.error_reply(request.id, str(exc), "")
+        return wan.Reply(id=request.id, ok=True, result=result)
+
+    def _rotate(self, request: wan.Request, peer: tls.Peer) -> wan.Reply:
+        try:
+            result = self.rotation.handle(request.op, dict(request.params), peer.common_name)
         except RequestError as exc:
             return framed_tls.error_reply(request.id, str(exc), exc.field)
         except TestbedError as exc:
@@ -218,7 +315,7 @@ class WanServer:
         }
         self.log.warning("wan_admin_refused", **body)
         self.bus.publish(topics.WAN_ADMIN_REFUSED, {**body, "t_sim": self.clock.now()})
-        self._system_log("wan_admin_refused", body)
+        self.system_log("wan_admin_refused", body)
         message = f"role {role} may not administer this gateway (only {ADMIN_ROLE})"
         return framed_tls.error_reply(request.id, message, "role")
 

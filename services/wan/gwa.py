@@ -10,6 +10,13 @@ JSON protocol in :mod:`smtestbed.proto.wan`, one at a time::
 A reply with ``ok: false`` raises :class:`WanRequestError` naming the field;
 a refused handshake or a connection the gateway closed raises
 :class:`WanConnectionError`.
+
+:func:`rotate_certificate` renews one of the gateway's certificates through the
+CA on such a session: the gateway makes a key pair and a CSR (``cert_request``),
+the GWA has the CA's HTTP API issue it (``POST /issue`` with an enrolment token
+bound to the profile and the gateway's name), and pushes the certificate back
+(``cert_install``), which the gateway checks before it uses it. A session the
+gateway opened after a wake-up (:mod:`.gwa_wakeup`) works the same way.
 """
 
 from __future__ import annotations
@@ -21,11 +28,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from smtestbed.proto import wan
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.errors import PeerError
 
-__all__ = ["GwaClient", "WanConnectionError", "WanRequestError"]
+__all__ = [
+    "CaRefusedError",
+    "GwaClient",
+    "WanConnectionError",
+    "WanRequestError",
+    "rotate_certificate",
+]
 
 
 class WanConnectionError(PeerError):
@@ -50,6 +64,10 @@ class WanRequestError(PeerError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)  # the gateway's message already names the field
         self.field = field
+
+
+class CaRefusedError(PeerError):
+    """The CA did not issue the gateway's certificate (its message names the field)."""
 
 
 @dataclass(slots=True)
@@ -120,3 +138,40 @@ class GwaClient:
             return wan.decode_reply(body)
         except wan.FrameError as exc:
             raise WanConnectionError(f"bad reply: {exc}", reason="protocol") from exc
+
+
+async def rotate_certificate(
+    gwa: GwaClient, which: str, *, ca_url: str, token: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Renew the gateway's ``which`` certificate (``tls`` or ``sig``) through the CA.
+
+    Returns:
+        The gateway's report: ``serial``, ``previous_serial``, ``subject``, ``not_after``.
+
+    Raises:
+        WanRequestError: the gateway refused the request or the certificate.
+        CaRefusedError: the CA refused to issue (a wrong token, for instance).
+    """
+    request = await gwa.call("cert_request", {"which": which})
+    issued = await _issue(ca_url, request["csr"], request["profile"], token, timeout)
+    params = {"which": which, "certificate": issued["certificate"], "chain": issued["chain"]}
+    result: dict[str, Any] = await gwa.call("cert_install", params)
+    return result
+
+
+async def _issue(ca_url: str, csr: str, profile: str, token: str, timeout: float) -> Any:
+    url = ca_url.rstrip("/") + "/issue"
+    body = {"csr": csr, "profile": profile, "token": token}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.post(url, json=body) as response,
+        ):
+            answer = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise CaRefusedError(f"{url}: {exc or type(exc).__name__}") from exc
+    if response.status != 201 or not isinstance(answer, dict):
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        field = answer.get("field") if isinstance(answer, dict) else ""
+        raise CaRefusedError(f"{url}: HTTP {response.status}: {field}: {error}")
+    return answer
