@@ -125,7 +125,9 @@ class Controller:
             "wait_event", kind=kind, match=dict(match or {}), since=since, timeout_s=timeout_s
         )
         label = what or f"event {kind} {dict(match or {})}"
-        self.check(label, bool(result["found"]), f"no such event within {timeout_s:g} s")
+        found = result["event"]
+        detail = f"event {found['index']} at t={found['t_sim']}" if found else "none"
+        self.check(label, bool(found), f"{detail} within {timeout_s:g} s")
         event: dict[str, Any] = result["event"]
         return event
 
