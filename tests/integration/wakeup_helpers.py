@@ -117,6 +117,7 @@ def running_bed(root: Path, prepare: Any = None, **settings: Any) -> Iterator[Be
         prepare(pki)
     gwa_url = {"gwa": GWA_NAME, "url": f"tls://127.0.0.1:{gwa_port}", "server_name": GWA_NAME}
     defaults: dict[str, Any] = {
+        "wan_listen": f"127.0.0.1:{wan_port}",
         "wakeup_listen": f"127.0.0.1:{wakeup_port}",
         "gwa_endpoints": [gwa_url],
         "wakeup_cas": [str(pki.gwa.chain)],
