@@ -97,3 +97,9 @@ class GatewayConfig(ServiceConfig):
     time_max_deviation_s: float = doc(
         3.0, "deviation from the time service beyond which readings are flagged, s"
     )
+    unsafe_skip_checks: tuple[str, ...] = doc(
+        (),
+        "test-only: switches the named checks off to prove a scenario detects their absence"
+        " (mac, replay, counter_backwards, unknown_meter, meter_missing, update_signature,"
+        " update_version, log_chain, crl)",
+    )

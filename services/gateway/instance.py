@@ -20,6 +20,7 @@ from smtestbed.services.gateway.processing import Pipeline, Plausibility
 from smtestbed.services.gateway.registry import Registry
 from smtestbed.services.gateway.schema import MeterEntry, Reading, Rejection
 from smtestbed.services.gateway.store import Store
+from smtestbed.services.gateway.unsafe import SkippedChecks
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class GatewayInstance:
         *,
         synchronous: str = "FULL",
         limits: Plausibility | None = None,
+        skipped: SkippedChecks | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -71,7 +73,11 @@ class GatewayInstance:
         self.registry = Registry(self.store)
         self.key = load_or_create_key(folder / "keys")
         self.logs = LogSet(folder / "logs", self.key)
-        self.pipeline = Pipeline(self.registry.get, self.store.last_state, limits or Plausibility())
+        # Test-only switched-off checks (unsafe_skip_checks), shared with the service.
+        self.skipped = skipped if skipped is not None else SkippedChecks()
+        self.pipeline = Pipeline(
+            self.registry.get, self.store.last_state, limits or Plausibility(), self.skipped
+        )
         self.counters = InstanceCounters()
 
     def ingest(self, frames: Sequence[tuple[bytes, float]]) -> IngestResult:

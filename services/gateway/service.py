@@ -40,6 +40,7 @@ from smtestbed.services.gateway import (
     lmn_wired,
     stepping,
     timesync,
+    unsafe,
     wan,
 )
 from smtestbed.services.gateway.config import GatewayConfig
@@ -67,6 +68,7 @@ class Gateway(Service):
         lmn_wired.parse_lines(config.wired_lines, names)  # refuse a bad line before start
         lmn_serial.parse_inputs(config.serial_inputs, names)
         self.schedule = TariffSchedule.parse(config.tariff_schedule)
+        self.skipped = unsafe.parse(config.unsafe_skip_checks)
         self.instances: dict[str, GatewayInstance] = {}
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
@@ -84,7 +86,9 @@ class Gateway(Service):
         """Open (or create) every instance's folder, store, keys and logs."""
         root = Path(self.cfg.data_dir)
         for name in self.cfg.instances:
-            inst = GatewayInstance(name, root / name, synchronous=self.cfg.synchronous)
+            inst = GatewayInstance(
+                name, root / name, synchronous=self.cfg.synchronous, skipped=self.skipped
+            )
             self.instances[name] = inst
             self.runners[name] = TafRunner(inst, self.schedule, billing_day=self.cfg.billing_day)
         if self.cfg.registry_file:
@@ -101,6 +105,8 @@ class Gateway(Service):
 
     async def run(self, ready: Ready) -> None:
         """Open the instances, serve the API and ingest until cancelled."""
+        if self.skipped:
+            self.log.warning("unsafe_skip_checks", checks=sorted(self.skipped.names))
         self.open_instances()
         self.senders = emt_delivery.senders(
             self.cfg, self.instances, bus=self.bus, clock=self.clock.now
@@ -373,6 +379,7 @@ class Gateway(Service):
             "stored": inst.store.count(),
             "key": inst.key.fingerprint,
             "public_key": str(inst.key.public_path),
+            **self.skipped.to_map(),
         }
 
     def _add_meter(self, inst: GatewayInstance, p: dict[str, Any], env: Envelope) -> Any:
@@ -448,6 +455,7 @@ class Gateway(Service):
     def counters(self) -> dict[str, int]:
         """Return the totals over all instances."""
         out = {"unrouted": self.unrouted, **(self.wan.counters() if self.wan else {})}
+        out["checks_skipped"] = self.skipped.total
         out.update(self.han.counters() if self.han else {})
         for inst in self.instances.values():
             c = inst.counters

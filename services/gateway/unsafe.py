@@ -1,0 +1,122 @@
+"""Test-only switches that turn single checks of the gateway off (``unsafe_skip_checks``).
+
+A scenario proves it detects a fault by also running with the check that catches the
+fault switched off: it must then fail. Each name switches off exactly one check, where
+that check is made:
+
+- ``mac``: a mode 5/7 payload whose decryption does not verify (wrong key, AFL MAC
+  mismatch, no ``2F 2F``) is opened without verification and processed as if it had
+  verified (an ELL-encrypted frame is still refused);
+- ``replay``: the access number (modes 0/5) and message counter (mode 7) check;
+- ``counter_backwards``: the plausibility check of a counter going backwards;
+- ``unknown_meter``: a frame of an unregistered meter is processed as if the meter were
+  registered with the security mode the frame uses and no key, and stored under its ID;
+- ``meter_missing``: a wired meter that goes silent is not reported;
+- ``update_signature``, ``update_version``: the downloader's signature and newer-version
+  checks of a firmware bundle;
+- ``log_chain``: log verification (``gateway.verify_log``) reports every log as intact;
+- ``crl``: the CRL check on the WAN and HAN TLS handshakes.
+
+Every time a switched-off check would have fired it is counted (``checks_skipped``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from smtestbed.proto.wmbus import decode_telegram
+from smtestbed.proto.wmbus.security import (
+    BLOCK,
+    DC_ENC_FROM_METER,
+    ZERO_IV,
+    cbc_decrypt,
+    derive_key,
+    mode5_iv,
+)
+from smtestbed.services._runtime.errors import ConfigError, ProtocolError
+
+CHECKS = (
+    "mac",
+    "replay",
+    "counter_backwards",
+    "unknown_meter",
+    "meter_missing",
+    "update_signature",
+    "update_version",
+    "log_chain",
+    "crl",
+)
+KEY = "gateway.unsafe_skip_checks"
+
+
+class SkippedChecks:
+    """The checks switched off, and how often each would have fired."""
+
+    __slots__ = ("counts", "names")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names = frozenset(names)
+        self.counts: Counter[str] = Counter()
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def skips(self, check: str) -> bool:
+        """Return True when ``check`` is off, counting the firing it suppresses."""
+        if check not in self.names:
+            return False
+        self.counts[check] += 1
+        return True
+
+    @property
+    def total(self) -> int:
+        """Return how often a switched-off check would have fired."""
+        return sum(self.counts.values())
+
+    def to_map(self) -> dict[str, Any]:
+        """Return the switches and their counts for ``gateway.status``."""
+        return {
+            "unsafe_skip_checks": sorted(self.names),
+            "checks_skipped": self.total,
+            "checks_skipped_by": dict(self.counts),
+        }
+
+
+def parse(names: Iterable[str]) -> SkippedChecks:
+    """Return the switches named in the setting; ConfigError naming it for an unknown one."""
+    given = tuple(names)
+    unknown = sorted(set(given) - set(CHECKS))
+    if unknown:
+        raise ConfigError(f"unknown check {unknown[0]!r} (known: {', '.join(CHECKS)})", key=KEY)
+    return SkippedChecks(given)
+
+
+def open_unverified(plain: bytes, key: bytes) -> tuple[bytes, int, int]:
+    """Decrypt a mode 5/7 frame (format A, CRCs stripped) without verifying anything.
+
+    Returns:
+        The plaintext APL, the access number and the mode-7 message counter (else 0).
+
+    Raises:
+        ProtocolError: the frame is not mode 5/7 with a TPL in clear, or the key is unusable.
+    """
+    telegram = decode_telegram(plain, crcs=False, records=False)
+    tpl = telegram.tpl
+    if tpl is None or tpl.config is None or tpl.security_mode not in (5, 7):
+        raise ProtocolError("no mode 5/7 payload to open", reason="wrong_key")
+    size = tpl.config.encrypted_blocks * BLOCK
+    secret, rest = telegram.payload[:size], telegram.payload[size:]
+    access = tpl.access_number or 0
+    try:
+        if tpl.security_mode == 5:
+            return cbc_decrypt(key, mode5_iv(telegram.address, access), secret) + rest, access, 0
+        counter = telegram.afl.counter if telegram.afl is not None else None
+        if counter is None:
+            raise ProtocolError("mode 7 needs the AFL message counter", reason="no_counter")
+        ident = telegram.address.ident
+        kenc = derive_key(key, constant=DC_ENC_FROM_METER, counter=counter, ident=ident)
+        return cbc_decrypt(kenc, ZERO_IV, secret) + rest, access, counter
+    except ValueError as exc:  # a key that is not 16 bytes, a payload cut inside a block
+        raise ProtocolError(f"cannot open the payload: {exc}", reason="wrong_key") from exc
