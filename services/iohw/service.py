@@ -18,13 +18,15 @@ from typing import Any, ClassVar
 
 from smtestbed.proto import topics
 from smtestbed.proto.envelope import Envelope
-from smtestbed.services._runtime.errors import ConfigError, TestbedError
+from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.iohw.backend import Backend, SimBackend
 from smtestbed.services.iohw.board import Converter, SimBoard
 from smtestbed.services.iohw.config import IohwConfig
-from smtestbed.services.iohw.panel import Panel
+from smtestbed.services.iohw.devices import I2cBus, SpiBus, build, parse_devices
+from smtestbed.services.iohw.panel import Panel, params_map
 from smtestbed.services.iohw.passthrough import LinePassThrough
+from smtestbed.services.iohw.uart import UartPort, parse_ports
 from smtestbed.services.iohw.wiring import Wiring, parse_wiring
 
 Action = Callable[[Any, str], Awaitable[dict[str, Any]]]
@@ -67,6 +69,13 @@ class Iohw(Service):
         if not config.request_timeout_s > 0:
             raise ConfigError("must be > 0", key="iohw.request_timeout_s")
         self.lines: list[LinePassThrough] = []
+        self.uarts = {c.port: UartPort(c) for c in parse_ports(config.uarts)}
+        self.i2c = I2cBus(
+            {d.where: build(d, self._meter_state) for d in parse_devices(config.i2c, "i2c")}
+        )
+        self.spi = SpiBus(
+            {d.where: build(d, self._meter_state) for d in parse_devices(config.spi, "spi")}
+        )
         self.panel: Panel | None = None
         self.refused = 0
         self.changes = 0
@@ -88,6 +97,8 @@ class Iohw(Service):
         finally:
             for line in self.lines:
                 await line.close()
+            for port in self.uarts.values():
+                port.close()
             await backend.close()
 
     async def _open_backend(self) -> Backend:
@@ -118,6 +129,10 @@ class Iohw(Service):
             topics.IOHW_DAC: panel.dac,
             topics.IOHW_ADC: panel.adc,
             topics.IOHW_STATUS: self._status,
+            topics.IOHW_UART: self._uart,
+            topics.IOHW_I2C_READ: lambda p, by: self.i2c.read(params_map(p)),
+            topics.IOHW_I2C_WRITE: lambda p, by: self.i2c.write(params_map(p)),
+            topics.IOHW_SPI_TRANSFER: lambda p, by: self.spi.transfer(params_map(p)),
         }
         for method, action in actions.items():
             self.bus.handle(method, self._handler(method, action))
@@ -142,6 +157,18 @@ class Iohw(Service):
         return await self.bus.request(
             self.cfg.sensorfarm, method, params, timeout=self.cfg.request_timeout_s
         )
+
+    async def _meter_state(self, meter: str) -> Any:
+        return await self._meter_request(topics.METER_GET, {"meter": meter})
+
+    async def _uart(self, params: Any, by: str) -> dict[str, Any]:
+        p = params_map(params)
+        name = p.get("port")
+        port = self.uarts.get(name) if isinstance(name, str) else None
+        if port is None:
+            names = ", ".join(self.uarts) or "none"
+            raise RequestError(f"no port {name!r} (ports: {names})", field="port")
+        return await port.transaction(p)
 
     def _changed(self, body: dict[str, Any]) -> None:
         self.changes += 1
@@ -193,6 +220,12 @@ class Iohw(Service):
                 {"channel": w.adc, "name": w.name, "meter": w.meter, "value": w.value}
                 for w in self.wiring.outputs
             ],
+            "uarts": [
+                {"port": u.config.port, "url": u.config.url, "mode": u.config.mode}
+                for u in self.uarts.values()
+            ],
+            "i2c": {f"0x{a:02X}": d.kind for a, d in self.i2c.devices.items()},
+            "spi": {str(cs): d.kind for cs, d in self.spi.devices.items()},
             "lines": [
                 {
                     "name": line.name,
@@ -213,4 +246,7 @@ class Iohw(Service):
             "requests_refused": self.refused,
             "line_bytes_passed": sum(line.counters.bytes_passed for line in self.lines),
             "line_bytes_cut": sum(line.counters.bytes_cut for line in self.lines),
+            "uart_transactions": sum(u.transactions for u in self.uarts.values()),
+            "uart_timeouts": sum(u.timeouts for u in self.uarts.values()),
+            "i2c_nacks": self.i2c.nacks,
         }
