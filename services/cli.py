@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "smtestbed.services.controller.scenario_cli:group",
         "list and run scenarios with negative controls; JSON/JUnit report",
     ),
+    "demo": (
+        "smtestbed.services.controller.demo:command",
+        "every scenario with its negative control on this machine; report with plots",
+    ),
     "display": (
         "smtestbed.services.wan.display:command",
         "a consumer's latest readings from the gateway's HAN endpoint (display certificate)",
