@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 # Debian packages the test suite talks to (real servers, real tools).
 APT_TEST_PACKAGES ?= openssl slapd ldap-utils mosquitto mosquitto-clients chromium
 PYTEST_ARGS ?=
-DEMO_SECONDS ?= 15
 
 .PHONY: install system-deps lint typecheck unit test demo bench clean
 
@@ -48,18 +47,13 @@ test: install system-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q $(KERNEL_TESTS)
 
-# The small neighbourhood of deploy/testbed.toml: 200 meters, the radio channel, a gateway
-# and the telemetry dashboard. Shows the services, then live events for a while, then
-# stops everything. The first start compiles the Numba kernels (about half a minute).
+# The main job: every scenario and its negative control, each on a fresh testbed on this
+# machine (no outside server), then the results table and smtb-report/ (results.json,
+# junit.xml, report.html with plots). The first start compiles the Numba kernels (about
+# half a minute). A live neighbourhood with the dashboard: smtb up --config deploy/testbed.toml
+DEMO_ARGS ?=
 demo: install
-	@mkdir -p smtb-data
-	$(BIN)/smtb sensorfarm registry --config deploy/testbed.toml --out smtb-data/registry.csv
-	@SMTB_COMMON_LOG_LEVEL=warning $(BIN)/smtb up --config deploy/testbed.toml & up=$$!; \
-	trap 'kill -INT $$up 2>/dev/null; wait $$up' EXIT; \
-	$(BIN)/smtb status --timeout 240 --wait sensorfarm --wait channel --wait gateway --wait telemetry && \
-	echo "dashboard: http://127.0.0.1:7780/   metrics: http://127.0.0.1:7780/metrics" && \
-	$(BIN)/smtb bus tap gateway.frame_accepted channel.window sensorfarm.window --seconds $(DEMO_SECONDS) && \
-	$(BIN)/smtb status
+	$(BIN)/smtb demo --report smtb-report $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bus.py
