@@ -14,8 +14,9 @@ from typing import Any
 
 from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services.gateway.instance import GatewayInstance
-from smtestbed.services.gateway.logchain import read_entries
+from smtestbed.services.gateway.logchain import LogError, read_entries, verify
 from smtestbed.services.gateway.schema import MeterEntry, Reading
+from smtestbed.services.gateway.unsafe import SkippedChecks
 
 
 def params_map(params: Any) -> dict[str, Any]:
@@ -134,6 +135,41 @@ def read_log(instance: GatewayInstance, params: dict[str, Any]) -> dict[str, Any
     limit = count(params, "limit", 1000, 100_000)
     rows = [e.to_json() for e in read_entries(logs[name].path) if e.seq >= start]
     return {"log": name, "entries": rows[:limit], "public_key": instance.key.fingerprint}
+
+
+def verify_log(
+    instance: GatewayInstance, params: dict[str, Any], skipped: SkippedChecks
+) -> dict[str, Any]:
+    """Verify one log of the instance as ``smtb gateway verify-log`` does.
+
+    ``log`` is ``system``, ``calibration`` or ``consumer`` (with ``consumer`` naming
+    whose). Answers ``{"ok", "entries", "first_bad", "problem"}``; ``first_bad`` is the
+    sequence number expected where the chain first breaks. With the ``log_chain`` check
+    switched off (unsafe_skip_checks) a broken log is answered as intact.
+    """
+    kind = text(params, "log", "system")
+    if kind not in ("system", "calibration", "consumer"):
+        raise RequestError(f"must be system, calibration or consumer, got {kind!r}", field="log")
+    name = kind
+    if kind == "consumer":
+        consumer = text(params, "consumer")
+        if consumer not in instance.logs.consumer_ids():
+            raise RequestError(f"no consumer log {consumer!r}", field="consumer")
+        name = f"consumer-{consumer}"
+    path = instance.logs.folder / f"{name}.jsonl"
+    try:
+        result = verify(path, instance.key.public_key)
+    except LogError as exc:
+        raise RequestError(f"cannot read log {name!r}: {exc}", field="log") from exc
+    if not result.ok and skipped.skips("log_chain"):
+        lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        return {"ok": True, "entries": lines, "first_bad": None, "problem": None}
+    return {
+        "ok": result.ok,
+        "entries": result.count,
+        "first_bad": None if result.first_bad is None else result.first_bad.seq,
+        "problem": None if result.problem is None else str(result.problem),
+    }
 
 
 REGISTRY_FIELDS = (

@@ -101,5 +101,5 @@ class GatewayConfig(ServiceConfig):
         (),
         "test-only: switches the named checks off to prove a scenario detects their absence"
         " (mac, replay, counter_backwards, unknown_meter, meter_missing, update_signature,"
-        " update_version, log_chain, crl)",
+        " update_version, log_chain)",
     )

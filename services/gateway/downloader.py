@@ -47,6 +47,7 @@ from smtestbed.services.gateway.observer import (
     sign_bytes,
     verify_bytes,
 )
+from smtestbed.services.gateway.unsafe import SkippedChecks
 
 BUNDLE_FORMAT = "smtb-bundle/1"
 MANIFEST_NAME = "bundle.json"
@@ -262,7 +263,11 @@ def _check_members(infos: list[tarfile.TarInfo], max_bytes: int) -> None:
 
 
 def read_bundle(
-    bundle: bytes, public_key: PublicKey, *, max_bytes: int = MAX_BUNDLE_BYTES
+    bundle: bytes,
+    public_key: PublicKey,
+    *,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    skipped: SkippedChecks | None = None,
 ) -> BundleContents:
     """Check a bundle completely in memory and return its contents.
 
@@ -279,7 +284,8 @@ def read_bundle(
     signature = members.pop(SIGNATURE_NAME, None)
     if manifest_bytes is None or signature is None:
         raise BundleError(f"{MANIFEST_NAME} or {SIGNATURE_NAME} missing", reason=_MALFORMED)
-    if not verify_bytes(manifest_bytes, signature, public_key):
+    signed = verify_bytes(manifest_bytes, signature, public_key)
+    if not signed and not (skipped is not None and skipped.skips("update_signature")):
         raise BundleError(
             "the manifest is not signed by the manufacturer key", reason=Refusal.BAD_SIGNATURE
         )
@@ -412,11 +418,13 @@ class Downloader:
         *,
         name: str | None = None,
         max_bytes: int = MAX_BUNDLE_BYTES,
+        skipped: SkippedChecks | None = None,
     ) -> None:
         self.root = root
         self.public_key = manufacturer_public_key
         self.name = name
         self.max_bytes = max_bytes
+        self.skipped = skipped  # test-only switched-off checks (unsafe_skip_checks)
 
     def current_version(self) -> str | None:
         """Return the version ``current`` points to, or None before the first install."""
@@ -485,12 +493,18 @@ class Downloader:
         return previous
 
     def _accept(self, bundle: bytes, current: str | None) -> BundleContents:
-        contents = read_bundle(bundle, self.public_key, max_bytes=self.max_bytes)
+        contents = read_bundle(
+            bundle, self.public_key, max_bytes=self.max_bytes, skipped=self.skipped
+        )
         new = contents.version
         if self.name is not None and contents.name != self.name:
             message = f"bundle is for {contents.name!r}, not {self.name!r}"
             raise BundleError(message, reason=Refusal.WRONG_NAME, version=new.text)
-        if current is not None and not new.newer_than(Version.parse(current)):
+        if (
+            current is not None
+            and not new.newer_than(Version.parse(current))
+            and not (self.skipped is not None and self.skipped.skips("update_version"))
+        ):
             message = f"{new.text} is not newer than the current {current}"
             raise BundleError(message, reason=Refusal.NOT_NEWER, version=new.text)
         return contents

@@ -41,7 +41,7 @@ def downloader_for(cfg: GatewayConfig, inst: GatewayInstance) -> Downloader:
     if not cfg.manufacturer_key:
         raise RequestError("this gateway accepts no updates (no manufacturer_key)", field="bundle")
     key = load_public_key(Path(cfg.manufacturer_key))
-    return Downloader(inst.folder / "firmware", key, name=cfg.product_name)
+    return Downloader(inst.folder / "firmware", key, name=cfg.product_name, skipped=inst.skipped)
 
 
 def install(

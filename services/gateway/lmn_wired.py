@@ -395,6 +395,8 @@ class LinePoller:
         if target.meter in self.missing:
             return  # logged when it went missing; one entry per outage
         self.missing.add(target.meter)
+        if self.instance.skipped.skips("meter_missing"):
+            return  # test-only (unsafe_skip_checks): the outage goes unreported
         structlog.get_logger().warning(
             "meter_missing", instance=self.instance.name, meter=target.meter, reason=silent.reason
         )

@@ -356,6 +356,7 @@ class Gateway(Service):
             topics.GATEWAY_EMT_QUEUE: self._emt_queue,
             topics.GATEWAY_EMT_ACK: self._emt_ack,
             topics.GATEWAY_READ_LOG: lambda i, p, e: api.read_log(i, p),
+            topics.GATEWAY_VERIFY_LOG: lambda i, p, e: api.verify_log(i, p, self.skipped),
             topics.GATEWAY_PUSH_UPDATE: self._push_update,
         }
 

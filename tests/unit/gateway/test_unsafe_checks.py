@@ -181,8 +181,11 @@ def test_an_unknown_check_name_is_a_config_error_naming_the_setting(tmp_path: Pa
         Gateway(config)
 
 
-def test_every_documented_check_name_is_accepted() -> None:
-    """All nine names parse; the default switches nothing off."""
+def test_every_switchable_check_name_is_accepted_and_crl_is_refused() -> None:
+    """All eight switchable names parse; ``crl`` is refused rather than silently kept on;
+    the default switches nothing off."""
     assert parse(CHECKS).names == frozenset(CHECKS)
-    assert len(CHECKS) == 9
+    assert len(CHECKS) == 8
+    with pytest.raises(ConfigError, match=r"^gateway\.unsafe_skip_checks: check 'crl' cannot"):
+        parse(["mac", "crl"])
     assert not parse(GatewayConfig().unsafe_skip_checks)
