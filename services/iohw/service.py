@@ -24,6 +24,7 @@ from smtestbed.services.iohw.backend import Backend, SimBackend
 from smtestbed.services.iohw.board import Converter, SimBoard
 from smtestbed.services.iohw.config import IohwConfig
 from smtestbed.services.iohw.devices import I2cBus, SpiBus, build, parse_devices
+from smtestbed.services.iohw.lineproto import SerialBackend
 from smtestbed.services.iohw.panel import Panel, params_map
 from smtestbed.services.iohw.passthrough import LinePassThrough
 from smtestbed.services.iohw.uart import UartPort, parse_ports
@@ -103,10 +104,27 @@ class Iohw(Service):
 
     async def _open_backend(self) -> Backend:
         initial = {w.relay: w.closed for w in self.wiring.relays}
+        if self.cfg.backend == "serial":
+            return await self._open_serial(initial)
         board = SimBoard(dac=self.dac, adc=self.adc, relays=initial)
         for wire in self.wiring.loads:
             board.set_dac(wire.dac, wire.volts)
         return SimBackend(board)
+
+    async def _open_serial(self, initial: dict[int, bool]) -> Backend:
+        board = SerialBackend(
+            self.cfg.serial_url, baudrate=self.cfg.serial_baudrate, dac=self.dac, adc=self.adc
+        )
+        try:
+            self.log.info("board_opened", board=await board.identify(), url=self.cfg.serial_url)
+            for relay, closed in initial.items():
+                await board.set_relay(relay, closed)
+            for wire in self.wiring.loads:
+                await board.set_dac(wire.dac, wire.volts)
+        except BaseException:
+            await board.close()
+            raise
+        return board
 
     async def _start_lines(self, panel: Panel) -> None:
         for wire in self.wiring.lines():
