@@ -68,16 +68,19 @@ def _control(s: ScenarioResult) -> str:
 
 
 def _checks(s: ScenarioResult) -> str:
+    """Return the checks, folded under their count; open when one of them failed."""
     if not s.checks:
         return "<span class='none'>none</span>"
     rows = []
     for c in s.checks:
-        mark = (
-            "<span class='ok'>&#10003;</span>" if c.ok else "<span class='bad-text'>&#10007;</span>"
-        )
+        mark = _PASS_MARK if c.ok else _FAIL_MARK
         detail = f" <small>{_e(c.detail)}</small>" if c.detail else ""
         rows.append(f"<li>{mark} {_e(c.what)}{detail}</li>")
-    return f"<ul class='checks'>{''.join(rows)}</ul>"
+    passed = sum(c.ok for c in s.checks)
+    head = f"{passed} of {len(s.checks)} passed"
+    opened = " open" if passed < len(s.checks) else ""
+    items = "".join(rows)
+    return f"<details{opened}><summary>{head}</summary><ul class='checks'>{items}</ul></details>"
 
 
 def _row(s: ScenarioResult) -> str:

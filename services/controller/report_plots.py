@@ -16,6 +16,7 @@ Figures are PNG (Agg backend, no display) returned as bytes.
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from smtestbed.proto import topics
 from smtestbed.services.controller.report_data import RecordedEvent
 
 BINS = 40  # gateway throughput intervals when no channel window gives the interval
-MAX_INTERVALS = 500  # a long run with short windows is summed over longer intervals
+MAX_POINTS = 150  # longer runs: windows summed in groups, gateway counts over longer intervals
 PLOTTED = (
     topics.CHANNEL_WINDOW,
     topics.SENSORFARM_WINDOW,
@@ -100,6 +101,24 @@ def channel_series(events: Sequence[RecordedEvent]) -> ChannelSeries:
         for n in names:
             out.per_receiver[n].append(_count(per.get(n), "collided"))
     return out
+
+
+def coarsen(series: ChannelSeries, k: int) -> ChannelSeries:
+    """Return the series with every ``k`` consecutive windows summed (time: the first's)."""
+    if k <= 1:
+        return series
+
+    def sums(row: list[int]) -> list[int]:
+        return [sum(row[i : i + k]) for i in range(0, len(row), k)]
+
+    return ChannelSeries(
+        t=series.t[::k],
+        offered=sums(series.offered),
+        delivered=sums(series.delivered),
+        collided=sums(series.collided),
+        lost_to_noise=sums(series.lost_to_noise),
+        per_receiver={n: sums(row) for n, row in series.per_receiver.items()},
+    )
 
 
 def _receivers(body: object) -> dict[str, object]:
@@ -215,8 +234,8 @@ class _Axis:
 def _plot_load(ax: Axes, ch: ChannelSeries, farm: FarmSeries, x: _Axis) -> None:
     ax.set_title("channel load")
     if ch.t:
-        ax.plot(x(ch.t), ch.offered, "-", label="offered per window")
-        ax.plot(x(ch.t), ch.delivered, "-", label="delivered per window")
+        ax.plot(x(ch.t), ch.offered, "-", label="offered")
+        ax.plot(x(ch.t), ch.delivered, "-", label="delivered")
         ax.set_ylabel("frames per window")
     if farm.t:
         twin = ax.twinx() if ch.t else ax
@@ -269,15 +288,20 @@ def _png(fig: Figure) -> bytes:
 def scenario_figure(events: Sequence[RecordedEvent]) -> bytes:
     """Return the PNG of one scenario: load, collisions and throughput over simulated time."""
     ch = channel_series(events)
+    per = math.ceil(len(ch.t) / MAX_POINTS)  # windows summed into one plotted point
     farm = farm_series(events)
     t0 = min(e.t_sim for e in events if e.kind in PLOTTED)
     span = max(e.t_sim for e in events if e.kind in PLOTTED) - t0
-    gw = gateway_series(events, max(interval_s(events, ch), span / MAX_INTERVALS), t0)
+    width = max(interval_s(events, ch) * per, span / MAX_POINTS)
+    gw = gateway_series(events, width, t0)
     scale, unit = _scale(events)
     x = _Axis(t0, scale)
     fig, axes = plt.subplots(3, 1, figsize=(9.0, 8.0), dpi=90, sharex=True)
-    _plot_load(axes[0], ch, farm, x)
-    _plot_collisions(axes[1], ch, x)
+    _plot_load(axes[0], coarsen(ch, per), farm, x)
+    _plot_collisions(axes[1], coarsen(ch, per), x)
+    if per > 1:
+        for ax in axes[:2]:
+            ax.set_ylabel(f"frames per {per} windows")
     _plot_gateway(axes[2], gw, x)
     for ax in axes:
         ax.grid(True, alpha=0.3)

@@ -17,6 +17,7 @@ from smtestbed.services.controller.report_data import (
 )
 from smtestbed.services.controller.report_plots import (
     channel_series,
+    coarsen,
     farm_series,
     gateway_series,
     totals,
@@ -255,3 +256,13 @@ def test_gateway_series_sums_per_interval_and_reason() -> None:
     assert series.rejected == {"unknown_meter": [0, 1, 0], "replay": [0, 0, 2]}
     assert totals(ev).accepted == 6
     assert totals(ev).rejected == 3
+
+
+def test_coarsen_sums_groups_of_windows() -> None:
+    """Every k windows become one point holding their sums; a short last group is kept."""
+    ev = [recorded(**_as_recorded(window(T0 + 10 * i, 10 + i, i))) for i in range(5)]
+    series = coarsen(channel_series(ev), 2)
+    assert series.t == [T0, T0 + 20, T0 + 40]
+    assert series.offered == [21, 25, 14]
+    assert series.collided == [1, 5, 4]
+    assert series.per_receiver == {"gw0": [1, 5, 4]}
