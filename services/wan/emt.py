@@ -16,6 +16,10 @@ now held; a refused batch is answered ``taf.refused`` with the reason and is an
 ``emt.delivery_refused`` event, an accepted one an ``emt.delivery_accepted`` event.
 The records are readable on the bus with the ``emt.records`` request.
 
+A gateway may also open a CLS proxy channel on the same endpoint (first
+message ``cls.open`` naming the CLS device): see :mod:`.emt_cls`
+(``emt.cls_received`` events, ``emt.cls_send`` requests).
+
 Run it as ``smtb emt run`` or ``python -m smtestbed.services.wan.emt``.
 """
 
@@ -38,9 +42,9 @@ from smtestbed.services._runtime.config import ServiceConfig, doc
 from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services._runtime.pki import TrustFiles
+from smtestbed.services.wan.emt_cls import ClsChannels, EmtServer
 from smtestbed.services.wan.emt_store import EmtStore
 from smtestbed.services.wan.emt_verify import DeliveryRefusedError, verify_delivery
-from smtestbed.services.wan.gateway_server import GatewayServer
 
 __all__ = ["EmtConfig", "EmtService", "group"]
 
@@ -103,8 +107,12 @@ class EmtService(Service):
         self._crl_stamp: tuple[tuple[int, int], ...] = ()
         self._store: EmtStore | None = None
         self._trust: TrustFiles | None = None
-        self.server = GatewayServer(
+        self.channels = ClsChannels(
+            self.name, publish=lambda kind, body: self.bus.publish(kind, body), log=self.log
+        )
+        self.server = EmtServer(
             config.listen,
+            channels=self.channels,
             key="emt.listen",
             context=self._tls_context,
             handshake_timeout_s=config.handshake_timeout_s,
@@ -128,6 +136,7 @@ class EmtService(Service):
         server = await self.server.start()
         try:
             self.bus.handle(topics.EMT_RECORDS, self._records)
+            self.bus.handle(topics.EMT_CLS_SEND, self.channels.send)
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
             self.log.info(
@@ -198,7 +207,8 @@ class EmtService(Service):
 
     def counters(self) -> dict[str, int]:
         """Return sessions, accepted batches, new records and refusals by reason."""
-        return {**self.counts, "sessions": self.server.sessions}
+        cls_counts = {f"cls_{k}": v for k, v in self.channels.counts.items()}
+        return {**self.counts, **cls_counts, "sessions": self.server.sessions}
 
 
 def _stamp(path: Path) -> tuple[int, int]:
