@@ -13,7 +13,9 @@ another's raises :class:`~smtestbed.services.wan.gwa.WanRequestError` naming
 the field (``meter`` or ``consumer``).
 
 ``smtb display`` prints the consumer's latest reading of each meter, one line
-per value: ``METER  TIME(UTC)  QUANTITY  VALUE UNIT``. Options may come from
+per value: ``METER  TIME(UTC)  QUANTITY  VALUE UNIT``, followed by
+``  [time flagged]`` for a reading the gateway took while its clock deviated
+beyond the legal limit (``flagged`` in the reply). Options may come from
 ``SMTB_DISPLAY_<OPTION>`` environment variables.
 """
 
@@ -53,9 +55,11 @@ def latest_lines(latest: dict[str, Any]) -> list[str]:
     lines = [f"consumer {latest.get('consumer', '')}"]
     for reading in latest.get("readings", []):
         when = datetime.fromtimestamp(float(reading["t_sim"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        mark = "  [time flagged]" if reading.get("flagged") else ""
         for value in reading.get("values", []):
             lines.append(
                 f"{reading['meter']}  {when}  {value['quantity']}  {value['value']} {value['unit']}"
+                + mark
             )
     if len(lines) == 1:
         lines.append("no readings yet")
