@@ -11,6 +11,8 @@ revoked, one from a foreign CA). The CLS side is the client of
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,3 +346,30 @@ def test_a_frame_over_the_limit_ends_the_channel_without_reaching_the_emt(bed: B
         assert emt_closed.body["bytes_in"] == 0
 
     run(bed, scenario)
+
+
+def test_cls_cli_opens_the_channel_and_its_frames_reach_the_emt(bed: Bed) -> None:
+    """`smtb cls connect --send HEX` (child process): the EMT receives the bytes unchanged."""
+    device, pki = bed.devices[HEATPUMP], bed.pki
+    args = [
+        "connect", "--gateway", f"127.0.0.1:{bed.han_port}", "--name", GATEWAY_NAME,
+        "--emt", EMT, "--cert", str(device.cert), "--key", str(device.key),
+        "--chain", str(device.chain), "--trust", str(pki.root),
+        *(x for crl in pki.crls for x in ("--crl", str(crl))),
+        "--send", "0a0b0c00ff",
+    ]  # fmt: skip
+    code = "from smtestbed.services.han.cls import group; group(prog_name='smtb cls')"
+
+    async def scenario(client: BusClient, sub: Subscription) -> tuple[list[str], bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30.0)
+        assert proc.returncode == 0, err.decode()
+        lines = out.decode().splitlines()
+        number = int(lines[0].split()[1])
+        return lines, await _received(sub, number)
+
+    lines, data = run(bed, scenario)
+    assert lines[0].endswith(f"to {EMT}")
+    assert data == bytes.fromhex("0a0b0c00ff")
