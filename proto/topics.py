@@ -108,6 +108,7 @@ METER_SET_INTERVAL = "meter.set_interval"
 METER_CUT_LINE = "meter.cut_line"
 METER_RESTORE_LINE = "meter.restore_line"
 METER_SET_LOAD = "meter.set_load"
+METER_REPLAY = "meter.replay"
 SENSORFARM_ADVANCE = "sensorfarm.advance"
 SENSORFARM_NOW = "sensorfarm.now"
 CHANNEL_FORCE_COLLISION = "channel.force_collision"
@@ -216,6 +217,7 @@ REQUESTS: frozenset[str] = frozenset(
         METER_CUT_LINE,
         METER_RESTORE_LINE,
         METER_SET_LOAD,
+        METER_REPLAY,
         SENSORFARM_ADVANCE,
         SENSORFARM_NOW,
         CHANNEL_FORCE_COLLISION,
