@@ -100,6 +100,6 @@ class GatewayConfig(ServiceConfig):
     unsafe_skip_checks: tuple[str, ...] = doc(
         (),
         "test-only: switches the named checks off to prove a scenario detects their absence"
-        " (mac, replay, counter_backwards, unknown_meter, meter_missing, update_signature,"
+        " (crc, mac, replay, counter_backwards, unknown_meter, meter_missing, update_signature,"
         " update_version, log_chain)",
     )

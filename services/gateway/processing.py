@@ -54,7 +54,11 @@ from smtestbed.services.gateway.schema import (
     Rejection,
     Value,
 )
-from smtestbed.services.gateway.unsafe import SkippedChecks, open_unverified
+from smtestbed.services.gateway.unsafe import (
+    SkippedChecks,
+    open_unverified,
+    strip_crcs_unchecked,
+)
 
 ACC_WINDOW = 128
 """How far ahead (mod 256) a mode 0/5 access number may be: ``1 <= (acc - last) % 256 < 128``.
@@ -374,7 +378,7 @@ class _Processor:
         """
         meter = ""
         try:
-            plain = _unframe(frame) if plain is None else plain
+            plain = self._unframe(frame) if plain is None else plain
             meter, entry, header = self._identify(plain)
             if last is not None and last(meter) == digest:
                 return None
@@ -416,7 +420,20 @@ class _Processor:
         self.heads.learn(plain, telegram)
         return meter, entry, telegram
 
-    # The four checks below may be switched off (unsafe_skip_checks): only for tests.
+    # The five checks below may be switched off (unsafe_skip_checks): only for tests.
+
+    def _unframe(self, frame: bytes) -> bytes:
+        try:
+            return _unframe(frame)
+        except _RefusedError as refused:
+            if refused.reason is not Reason.BAD_CRC or "crc" not in self.skipped.names:
+                raise
+            try:
+                plain = strip_crcs_unchecked(frame)
+            except ProtocolError:
+                raise refused from None
+            self.skipped.skips("crc")
+            return plain
 
     def _open(
         self, header: Head | Telegram, plain: bytes, entry: MeterEntry

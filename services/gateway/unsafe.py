@@ -4,6 +4,9 @@ A scenario proves it detects a fault by also running with the check that catches
 fault switched off: it must then fail. Each name switches off exactly one check, where
 that check is made:
 
+- ``crc``: a format A frame whose block CRCs do not match has them removed unchecked
+  and goes on through the other checks (a frame whose L-field does not fit its size is
+  still refused);
 - ``mac``: a mode 5/7 payload whose decryption does not verify (wrong key, AFL MAC
   mismatch, no ``2F 2F``) is opened without verification and processed as if it had
   verified (an ELL-encrypted frame is still refused);
@@ -28,6 +31,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from smtestbed.proto.wmbus import decode_telegram
+from smtestbed.proto.wmbus.link import BLOCK_SIZE, HEADER_SIZE, format_a_size
 from smtestbed.proto.wmbus.security import (
     BLOCK,
     DC_ENC_FROM_METER,
@@ -39,6 +43,7 @@ from smtestbed.proto.wmbus.security import (
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 
 CHECKS = (
+    "crc",
     "mac",
     "replay",
     "counter_backwards",
@@ -95,6 +100,26 @@ def parse(names: Iterable[str]) -> SkippedChecks:
     if unknown:
         raise ConfigError(f"unknown check {unknown[0]!r} (known: {', '.join(CHECKS)})", key=KEY)
     return SkippedChecks(given)
+
+
+def strip_crcs_unchecked(frame: bytes) -> bytes:
+    """Remove the block CRCs of a format A frame without checking them.
+
+    Layout: ``L C M(2) A(6)`` + CRC(2), then blocks of 16 data bytes (the last one
+    shorter) each followed by its CRC(2).
+
+    Raises:
+        ProtocolError: ``bad_length`` when the frame's size does not fit its L-field.
+    """
+    if not frame or len(frame) != format_a_size(frame[0]) or frame[0] < HEADER_SIZE - 1:
+        raise ProtocolError("frame size does not fit its L-field", reason="bad_length")
+    parts = [frame[:HEADER_SIZE]]
+    pos, left = HEADER_SIZE + 2, frame[0] - (HEADER_SIZE - 1)
+    while left > 0:
+        take = min(left, BLOCK_SIZE)
+        parts.append(frame[pos : pos + take])
+        pos, left = pos + take + 2, left - take
+    return b"".join(parts)
 
 
 def open_unverified(plain: bytes, key: bytes) -> tuple[bytes, int, int]:

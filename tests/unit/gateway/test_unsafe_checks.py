@@ -130,6 +130,36 @@ def test_counter_backwards_off_accepts_a_lower_total() -> None:
     assert skipped.counts == {"counter_backwards": 1}
 
 
+def flipped_energy_bit(bit: int = 1) -> bytes:
+    """Return a mode-0 frame whose energy value (123456 Wh) has one bit flipped on air."""
+    data = bytearray(frame(0))
+    at = bytes(data).index((123_456).to_bytes(4, "little"))
+    data[at] ^= 1 << bit
+    return bytes(data)
+
+
+def test_crc_off_accepts_a_frame_with_a_bit_error_and_stores_the_wrong_value() -> None:
+    """A bit error in a data block is bad_crc; with ``crc`` off the frame goes on through
+    the other checks and its altered energy is accepted."""
+    refused, skipped = run(flipped_energy_bit(), registered=entry(0))
+    assert reason(refused) is Reason.BAD_CRC
+    assert skipped.total == 0
+    accepted, skipped = run(flipped_energy_bit(), skip=("crc",), registered=entry(0))
+    assert energy(accepted) == 123_456 ^ 2
+    assert skipped.counts == {"crc": 1}
+
+
+def test_crc_off_still_refuses_a_frame_cut_short() -> None:
+    """With ``crc`` off a frame whose size does not fit its L-field keeps its refusal and
+    nothing is counted as skipped."""
+    cut = flipped_energy_bit()[:-3]
+    refused, _ = run(cut, registered=entry(0))
+    result, skipped = run(cut, skip=("crc",), registered=entry(0))
+    assert isinstance(result, Rejection)
+    assert reason(result) is reason(refused) is Reason.BAD_CRC
+    assert skipped.total == 0
+
+
 def test_one_switch_leaves_the_other_checks_on() -> None:
     """With ``counter_backwards`` off a replay is still refused and nothing is counted."""
     result, skipped = run(
@@ -182,10 +212,10 @@ def test_an_unknown_check_name_is_a_config_error_naming_the_setting(tmp_path: Pa
 
 
 def test_every_switchable_check_name_is_accepted_and_crl_is_refused() -> None:
-    """All eight switchable names parse; ``crl`` is refused rather than silently kept on;
+    """All nine switchable names parse; ``crl`` is refused rather than silently kept on;
     the default switches nothing off."""
     assert parse(CHECKS).names == frozenset(CHECKS)
-    assert len(CHECKS) == 8
+    assert len(CHECKS) == 9
     with pytest.raises(ConfigError, match=r"^gateway\.unsafe_skip_checks: check 'crl' cannot"):
         parse(["mac", "crl"])
     assert not parse(GatewayConfig().unsafe_skip_checks)
