@@ -8,13 +8,20 @@ PACKAGE = Path(__file__).resolve().parent
 
 PARTITION_FILES: dict[str, tuple[str, ...]] = {
     "management": ("registry.py", "api.py"),
-    "measurement": ("processing.py", "layouts.py", "heads.py", "instance.py", "schema.py"),
+    "measurement": (
+        "processing.py",
+        "layouts.py",
+        "heads.py",
+        "instance.py",
+        "schema.py",
+        "unsafe.py",
+    ),
     "store": ("store.py", "store_checks.py"),
     "tariffs": ("tariffs.py", "taf_runner.py"),
     "logs": ("logs.py", "logchain.py", "keys.py"),
     "observer": ("observer.py", "partitions.py", "integrity.py"),
     "downloader": ("downloader.py",),
-    "lmn_wireless": ("service.py", "config.py", "__init__.py"),
+    "lmn_wireless": ("service.py", "config.py", "__init__.py", "stepping.py"),
     "lmn_wired": ("lmn_wired.py", "lmn_link.py", "wired_readings.py"),
     "lmn_serial": ("lmn_serial.py",),
     "han": ("han.py", "cls_proxy.py"),
