@@ -10,6 +10,7 @@ same seed and configuration give the same batches, byte for byte.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,7 @@ from smtestbed.services.sensorfarm.aes import expand_keys
 from smtestbed.services.sensorfarm.kernels import advance_counters, select_transmitters
 from smtestbed.services.sensorfarm.models import airtime_per_meter, window_rates
 from smtestbed.services.sensorfarm.population import Population
+from smtestbed.services.sensorfarm.replay import Recorder, ReplayQueue
 from smtestbed.services.sensorfarm.telegram_rows import build_rows
 from smtestbed.services.sensorfarm.telegrams import build_telegrams
 
@@ -33,6 +35,7 @@ class WindowCounters:
     sent: int = 0
     skipped_duty_cycle: int = 0
     corrupted: int = 0
+    replayed: int = 0
     bytes: int = 0
     last: dict[str, int] = field(default_factory=dict)
 
@@ -49,6 +52,8 @@ class Farm:
         # 176 bytes per meter; a meter whose key changed (manipulation.set_key, any write to
         # pop.key) is re-expanded when it next sends, so no caller has to tell the farm
         self.round_keys = expand_keys(pop.key)
+        self.recorder = Recorder()  # what an attacker on the radio heard (meter.replay)
+        self.replays = ReplayQueue()
 
     def refresh_airtime(self) -> None:
         """Recompute each meter's telegram air time (after a change of security mode)."""
@@ -69,20 +74,51 @@ class Farm:
             round_keys=self.round_keys,
         )
         corrupted = self._corrupt(m, offsets, data)
-        self._count(len(m), tx.skipped, corrupted, len(data))
+        self.recorder.add(m, tx.time_s, tx.access_number, offsets, data)
+        columns: dict[str, npt.NDArray[Any]] = {
+            "t_start": np.ascontiguousarray(tx.time_s, dtype=np.float64),
+            "tx_power_dbm": pop.tx_power_dbm[m],
+            "x_m": pop.x_m[m],
+            "y_m": pop.y_m[m],
+            "mode": pop.mode[m],
+            "meter": m.astype(np.uint32),
+        }
+        offsets, data, replayed = self._add_replays(t0, t1, offsets, data, columns)
+        self._count(len(m), tx.skipped, corrupted, replayed, len(data))
         return FrameBatch.from_buffers(
             offsets,
             data,
             meta={"t0": t0, "t1": t1, "window": self.counters.windows},
-            columns={
-                "t_start": np.ascontiguousarray(tx.time_s, dtype=np.float64),
-                "tx_power_dbm": pop.tx_power_dbm[m],
-                "x_m": pop.x_m[m],
-                "y_m": pop.y_m[m],
-                "mode": pop.mode[m],
-                "meter": m.astype(np.uint32),
-            },
+            columns=columns,
         )
+
+    def _add_replays(
+        self,
+        t0: float,
+        t1: float,
+        offsets: npt.NDArray[np.uint32],
+        data: npt.NDArray[np.uint8],
+        columns: dict[str, npt.NDArray[Any]],
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8], int]:
+        """Append the replayed telegrams due in [t0, t1), sent from their meters' places."""
+        due = self.replays.due(t0, t1)
+        if not due:
+            return offsets, data, 0
+        rows = np.array([t.row for _, t in due], dtype=np.int64)
+        frames = [t.frame for _, t in due]
+        ends = np.cumsum([len(f) for f in frames], dtype=np.uint32) + offsets[-1]
+        extra = {
+            "t_start": np.array([at for at, _ in due], dtype=np.float64),
+            "tx_power_dbm": self.pop.tx_power_dbm[rows],
+            "x_m": self.pop.x_m[rows],
+            "y_m": self.pop.y_m[rows],
+            "mode": self.pop.mode[rows],
+            "meter": rows.astype(np.uint32),
+        }
+        for name, values in extra.items():
+            columns[name] = np.concatenate([columns[name], values])
+        raw = np.frombuffer(b"".join(frames), dtype=np.uint8)
+        return np.concatenate([offsets, ends]), np.concatenate([data, raw]), len(due)
 
     def _corrupt(
         self, m: npt.NDArray[np.int64], offsets: npt.NDArray[np.uint32], data: npt.NDArray[np.uint8]
@@ -97,17 +133,19 @@ class Farm:
             corrupted += 1
         return corrupted
 
-    def _count(self, sent: int, skipped: int, corrupted: int, size: int) -> None:
+    def _count(self, sent: int, skipped: int, corrupted: int, replayed: int, size: int) -> None:
         c = self.counters
         c.windows += 1
         c.sent += sent
         c.skipped_duty_cycle += skipped
         c.corrupted += corrupted
+        c.replayed += replayed
         c.bytes += size
         c.last = {
             "sent": sent,
             "skipped_duty_cycle": skipped,
             "corrupted": corrupted,
+            "replayed": replayed,
             "bytes": size,
         }
 

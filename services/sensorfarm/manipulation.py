@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from smtestbed.services._runtime.errors import ConfigError, RequestError
+from smtestbed.services.sensorfarm.farm import Farm
 from smtestbed.services.sensorfarm.models import MAX_LOAD_FACTOR, LoadInputs
 from smtestbed.services.sensorfarm.population import Population
 from smtestbed.services.sensorfarm.schema import COUNTER_COLUMNS, VALUE_COLUMNS, MeterKind
@@ -157,3 +158,45 @@ def set_load(pop: Population, loads: LoadInputs, params: Any) -> dict[str, Any]:
         )
     old = loads.set(i, float(factor))
     return {**describe(pop, i), "load_factor": float(factor), "old": old}
+
+
+MAX_REPLAYS = 16
+
+
+def replay(farm: Farm, params: Any, now: float) -> dict[str, Any]:
+    """Send the meter's last ``count`` telegrams again, byte-identical, from ``at`` (s) on.
+
+    ``at`` defaults to ``now`` (the next window); an earlier time is refused, so is a
+    meter none of whose telegrams the farm still keeps.
+    """
+    pop = farm.pop
+    i = meter_index(pop, params)
+    p = _params(params)
+    count = p.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPLAYS:
+        raise RequestError(f"must be an integer 1..{MAX_REPLAYS}, got {count!r}", field="count")
+    at = p.get("at")
+    if at is None:
+        at = now
+    if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
+        raise RequestError(f"must be a finite time in s, got {at!r}", field="at")
+    if at < now:
+        raise RequestError(f"{at} is before the farm's time {now}", field="at")
+    telegrams = farm.recorder.last(i, count)
+    if not telegrams:
+        raise RequestError(
+            f"no telegram of meter {int(pop.ident[i]):08d} among the last"
+            f" {farm.recorder.windows} windows the farm keeps",
+            field="meter",
+        )
+    queued = farm.replays.schedule(telegrams, float(at), float(farm.airtime[i]))
+    frames = [
+        {
+            "t_sent": r.telegram.t_sent,
+            "access_number": r.telegram.access_number,
+            "at": r.due,
+            "frame": r.telegram.frame.hex(),
+        }
+        for r in queued
+    ]
+    return {**describe(pop, i), "replays": frames}

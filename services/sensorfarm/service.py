@@ -18,7 +18,8 @@ With ``stepped`` and ``step_control = "request"`` a controller drives time:
 - ``sensorfarm.now`` answers ``{"now", "mode", "step_control", "windows"}``.
 
 Wired meters can be served as M-Bus slaves on TCP. Manipulation requests
-change single meters.
+change single meters; ``meter.replay`` re-sends a meter's last telegrams as an attacker
+on the radio would (:mod:`.replay`).
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ class SensorFarm(Service):
                 "sent": c.sent,
                 "skipped_duty_cycle": c.skipped_duty_cycle,
                 "corrupted": c.corrupted,
+                "replayed": c.replayed,
                 "bytes": c.bytes,
                 "last": c.last,
                 "meters": len(self.farm.pop),
@@ -264,6 +266,7 @@ class SensorFarm(Service):
             topics.METER_CORRUPT: lambda p: manipulation.corrupt(pop, p),
             topics.METER_SET_INTERVAL: lambda p: manipulation.set_interval(pop, p),
             topics.METER_SET_LOAD: lambda p: manipulation.set_load(pop, self.loads, p),
+            topics.METER_REPLAY: lambda p: manipulation.replay(self.farm, p, self.clock.now()),
             topics.METER_CUT_LINE: lambda p: self._line(cut=True),
             topics.METER_RESTORE_LINE: lambda p: self._line(cut=False),
         }
@@ -305,6 +308,7 @@ class SensorFarm(Service):
             "sent": c.sent,
             "skipped_duty_cycle": c.skipped_duty_cycle,
             "corrupted": c.corrupted,
+            "replayed": c.replayed,
             "meters": len(self.farm.pop),
             "advances_refused": self.advances_refused,
         }
