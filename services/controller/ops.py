@@ -102,6 +102,19 @@ async def corrupt_frames(ctx: OpContext, p: dict[str, Any]) -> Any:
 
 
 @operation(
+    "meter_replay",
+    "act",
+    "Re-send a meter's last telegrams byte-identical on the radio, as an attacker who recorded"
+    " them (meter.replay)",
+    METER,
+    Param(name="count", type="integer", default=1, minimum=1, description="telegrams, 1..16"),
+    Param(name="at", type="number", description="simulation time to send them, s (next window)"),
+)
+async def meter_replay(ctx: OpContext, p: dict[str, Any]) -> Any:
+    return await _farm(ctx, topics.METER_REPLAY, {k: v for k, v in p.items() if v is not None})
+
+
+@operation(
     "channel_fault",
     "set",
     "Set a receiver's fault in the channel (channel.set_fault)",
