@@ -20,6 +20,7 @@ class ControllerConfig(ServiceConfig):
     iohw: str = doc("iohw", "instance name of the I/O board service")
     ca_url: str = doc("", "base URL of the CA's HTTP API (empty: no CA)")
     ca_secret: str = doc("", "bearer secret for the CA's POST /revoke")
+    run_dir: str = doc("", "the testbed's run folder (keys, PKI files, gateway data)")
     request_timeout_s: float = doc(10.0, "timeout of requests to the services, s")
     event_capacity: int = doc(100_000, "events kept in memory")
 
@@ -32,4 +33,5 @@ class ControllerConfig(ServiceConfig):
             iohw=self.iohw,
             ca_url=self.ca_url,
             ca_secret=self.ca_secret,
+            run_dir=self.run_dir,
         )

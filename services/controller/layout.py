@@ -22,6 +22,7 @@ from typing import Any
 from smtestbed.services._runtime.bus import Endpoints
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services._runtime.testing import endpoint_settings, free_port, random_endpoints
+from smtestbed.services.controller.credentials import write_signing_keys
 from smtestbed.services.controller.state import TestbedState
 
 SMTB = str(Path(sys.executable).with_name("smtb"))
@@ -129,6 +130,7 @@ def _gateway(state: TestbedState, folder: Path, lmn: str, mbus: str) -> dict[str
         "data_dir": str(folder / "gateway"),
         "instances": list(state.gateways),
         "synchronous": "NORMAL",
+        "manufacturer_key": str(write_signing_keys(folder)),
     }
     if state.registry.meters != "none":
         gw["registry_file"] = str(folder / "registry.csv")
@@ -186,7 +188,7 @@ def write_run_folder(state: TestbedState, folder: Path, *, controller: bool = Fa
             "admin_secret": ADMIN_SECRET,
         }
     if controller:
-        tables["controller"] = {"http_port": http, "gateways": ["gateway"]}
+        tables["controller"] = {"http_port": http, "gateways": ["gateway"], "run_dir": str(folder)}
         if state.pki.enabled:
             tables["controller"].update(
                 ca_url=f"http://127.0.0.1:{ca_port}", ca_secret=ADMIN_SECRET

@@ -41,6 +41,7 @@ class Topology:
     iohw: str = "iohw"
     ca_url: str = ""
     ca_secret: str = ""
+    run_dir: str = ""  # the testbed's files (keys, PKI, gateway data); "" when unknown
 
 
 @dataclass(slots=True, kw_only=True)

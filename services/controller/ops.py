@@ -497,3 +497,10 @@ async def clock(ctx: OpContext, p: dict[str, Any]) -> Any:
     names = (ctx.topology.sensorfarm, *ctx.topology.gateways)
     pings = [await ctx.request(n, topics.SERVICE_PING) for n in names]
     return {n: float(ping["t_sim"]) for n, ping in zip(names, pings, strict=True)}
+
+
+# Operations of the security scenarios (firmware bundles, the gateway's disk) live in
+# their own module; it uses the parameters above, so it is imported last.
+from smtestbed.services.controller import ops_security  # noqa: E402
+
+_ = ops_security

@@ -74,6 +74,7 @@ class Testbed:
             gateways=("gateway",),
             ca_url=self.layout.ca_url,
             ca_secret=ADMIN_SECRET if self.layout.ca_url else "",
+            run_dir=str(self.layout.folder),
         )
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:

@@ -1,0 +1,169 @@
+"""Operations of the security scenarios: firmware bundles and the gateway's own disk.
+
+``push_firmware`` builds a bundle the way its maker does (``smtb gateway
+make-bundle``), signed by the manufacturer's key or by a foreign one from the run
+folder (:mod:`.credentials`), and pushes it over the bus (``gateway.push_update``).
+``installed_firmware`` looks at what is installed on the gateway's disk, so a
+scenario compares the files with what it built instead of trusting the gateway's
+answer. ``tamper_log`` is an attacker with write access to the gateway's disk: it
+edits one entry of a log file in place and says exactly what it did.
+Importing this module registers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from smtestbed.proto import topics
+from smtestbed.services._runtime.errors import PeerError, RequestError
+from smtestbed.services.controller import tampering
+from smtestbed.services.controller.credentials import SIGNERS, signing_key
+from smtestbed.services.controller.layout import SMTB
+from smtestbed.services.controller.operations import OpContext, Param, operation
+from smtestbed.services.controller.ops import GATEWAY, SERVICE, _gw, _gw_params
+
+PRODUCT = "smtb-gateway"  # the gateway's default product_name
+BUILD_TIMEOUT_S = 60.0
+HOWS = ("change", "delete", "swap")
+INSTANCE = Param(
+    name="gateway", type="string", description="gateway instance (default: the only one)"
+)
+
+
+def run_dir(ctx: OpContext) -> Path:
+    """Return the testbed's run folder; RequestError when the controller does not know it."""
+    if not ctx.topology.run_dir:
+        raise RequestError("the controller knows no run folder (run_dir)", field="operation")
+    return Path(ctx.topology.run_dir)
+
+
+def instance_folder(ctx: OpContext, gateway: str | None) -> Path:
+    """Return a gateway instance's folder on disk (the only one when ``gateway`` is None)."""
+    root = run_dir(ctx) / "gateway"
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if gateway is None:
+        if len(names) != 1:
+            raise RequestError(f"name one of the instances {names}", field="gateway")
+        gateway = names[0]
+    if gateway not in names:
+        raise RequestError(f"no gateway instance {gateway!r} on disk ({names})", field="gateway")
+    return root / gateway
+
+
+# -- firmware ----------------------------------------------------------------------------
+
+
+def firmware_files(version: str, signer: str) -> dict[str, bytes]:
+    """Return the payload of a test firmware: its version and signer written in the files."""
+    return {
+        "bin/firmware.txt": f"{PRODUCT} firmware {version}\n".encode(),
+        "etc/build.json": json.dumps({"version": version, "signed_by": signer}).encode(),
+    }
+
+
+def digests(files: dict[str, bytes]) -> dict[str, str]:
+    """Return each file's SHA-256 (hex) by path."""
+    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
+
+
+async def build_bundle(
+    folder: Path, key: Path, p: dict[str, Any], files: dict[str, bytes]
+) -> bytes:
+    """Write ``files`` under ``folder/src``; pack them with ``smtb gateway make-bundle``."""
+    source, out = folder / "src", folder / "bundle.tar"
+    for rel, data in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    argv = [SMTB, "gateway", "make-bundle", str(source), "--name", p["name"]]
+    argv += ["--version", p["version"], "--key", str(key), "--out", str(out)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), BUILD_TIMEOUT_S)
+    except TimeoutError as exc:
+        proc.kill()
+        await proc.wait()
+        raise PeerError(f"smtb gateway make-bundle took over {BUILD_TIMEOUT_S:g} s") from exc
+    if proc.returncode != 0:
+        raise RequestError(f"make-bundle: {err.decode().strip()}", field="version")
+    return out.read_bytes()
+
+
+@operation(
+    "push_firmware",
+    "act",
+    "Build a firmware bundle with smtb gateway make-bundle, signed by the manufacturer's "
+    "key or a foreign one, and push it to a gateway instance (gateway.push_update)",
+    Param(name="version", type="string", required=True, description="semantic version"),
+    Param(
+        name="signer",
+        type="string",
+        default="manufacturer",
+        choices=SIGNERS,
+        description="whose key signs the manifest",
+    ),
+    Param(name="name", type="string", default=PRODUCT, description="product name in it"),
+    GATEWAY,
+    SERVICE,
+)
+async def push_firmware(ctx: OpContext, p: dict[str, Any]) -> Any:
+    root = run_dir(ctx)
+    bundles = root / "bundles"
+    bundles.mkdir(exist_ok=True)
+    folder = bundles / f"{len(list(bundles.iterdir())):03d}-{p['version']}-{p['signer']}"
+    folder.mkdir()
+    files = firmware_files(p["version"], p["signer"])
+    bundle = await build_bundle(folder, signing_key(root, p["signer"]), p, files)
+    params = {**_gw_params(p), "bundle": bundle}
+    answer = await ctx.request(_gw(ctx, p), topics.GATEWAY_PUSH_UPDATE, params)
+    return {
+        "version": p["version"],
+        "signer": p["signer"],
+        "bundle_sha256": hashlib.sha256(bundle).hexdigest(),
+        "files": digests(files),
+        "answer": answer,
+    }
+
+
+@operation(
+    "installed_firmware",
+    "observe",
+    "The firmware installed on a gateway instance's disk: the version 'current' points "
+    "to and each file's SHA-256 (read from the disk, not asked of the gateway)",
+    INSTANCE,
+)
+async def installed_firmware(ctx: OpContext, p: dict[str, Any]) -> Any:
+    current = instance_folder(ctx, p["gateway"]) / "firmware" / "current"
+    if not current.is_dir():
+        return {"version": None, "files": {}}
+    files = {
+        f.relative_to(current).as_posix(): f.read_bytes()
+        for f in sorted(current.rglob("*"))
+        if f.is_file()
+    }
+    return {"version": current.resolve().name, "files": digests(files)}
+
+
+# -- log tampering -----------------------------------------------------------------------
+
+
+@operation(
+    "tamper_log",
+    "act",
+    "As an attacker on the gateway's disk, edit one entry of a log file in place: "
+    "change its fields (hash recomputed, signature kept), delete it, or swap it with "
+    "the next entry; answers what was done",
+    Param(name="log", type="string", required=True, description="system, calibration, ..."),
+    Param(name="entry", type="integer", required=True, minimum=0, description="entry seq"),
+    Param(name="how", type="string", required=True, choices=HOWS, description="what to do"),
+    Param(name="fields", type="object", default={}, description="change: fields to set"),
+    INSTANCE,
+)
+async def tamper_log(ctx: OpContext, p: dict[str, Any]) -> Any:
+    path = tampering.log_path(instance_folder(ctx, p["gateway"]), p["log"])
+    return tampering.tamper(path, p["entry"], p["how"], p["fields"]).to_map()
