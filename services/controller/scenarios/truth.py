@@ -74,6 +74,21 @@ class Checkpoints:
         high = self.counters[meter][hi_i] if hi_i < len(self.times) else math.inf
         return low - SLACK, high + SLACK
 
+    def access_span(self, meter: str, t_sent_after: float, t_sent_before: float) -> tuple[int, int]:
+        """Return the access numbers a telegram sent in that span can carry.
+
+        As (first, span): the number at the last checkpoint at or before
+        ``t_sent_after``, and how many telegrams the farm sent from there to the first
+        checkpoint at or after ``t_sent_before``; a telegram of that span carries
+        ``first + 1 .. first + span`` (mod 256). Outside the checkpoints: (0, 256).
+        """
+        lo_i = bisect_right(self.times, t_sent_after) - 1
+        hi_i = bisect_left(self.times, t_sent_before)
+        if lo_i < 0 or hi_i >= len(self.times):
+            return 0, 256
+        an = self.access[meter]
+        return an[lo_i], sum((b - a) % 256 for a, b in pairwise(an[lo_i : hi_i + 1]))
+
     def sent(self, meter: str) -> int:
         """Return the telegrams the meter sent between the first and last checkpoint.
 
