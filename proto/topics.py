@@ -267,6 +267,7 @@ CONTROLLER_OPERATIONS: tuple[str, ...] = (
     "gateway_assign_taf",
     "gateway_remove_meter",
     "gateway_status",
+    "installed_firmware",
     "mark",
     "meter",
     "meter_counter",
@@ -274,6 +275,8 @@ CONTROLLER_OPERATIONS: tuple[str, ...] = (
     "meter_key",
     "meter_sending",
     "meters",
+    "pki_identity",
+    "push_firmware",
     "push_update",
     "read_log",
     "readings",
@@ -281,8 +284,10 @@ CONTROLLER_OPERATIONS: tuple[str, ...] = (
     "relay",
     "restore_line",
     "revoke",
+    "tamper_log",
     "verify_log",
     "wait_event",
+    "wan_request",
 )
 CONTROLLER_REQUESTS: frozenset[str] = frozenset(f"controller.{op}" for op in CONTROLLER_OPERATIONS)
 REQUESTS = REQUESTS | CONTROLLER_REQUESTS

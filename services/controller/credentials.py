@@ -20,12 +20,14 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.testing import free_port
 
 KEYS = "keys"
 SIGNERS = ("manufacturer", "foreign")
@@ -158,3 +160,40 @@ def _ca(smtb: str, *args: str) -> None:
     )
     if done.returncode != 0:
         raise ConfigError(f"smtb ca {args[0]} failed: {done.stderr.strip()}", key="state.pki")
+
+
+def pki_settings(
+    run_dir: Path, ca_url: str, certificates: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Return the service settings the state's certificates give (before its own overrides).
+
+    ``gateway``: the gateway's WAN endpoint on a free port with that identity, the
+    root as trust anchor and the root's and EMT sub-CA's CRLs fetched from the CA.
+    ``timeservice``: a time service with that identity the gateway syncs with.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    root, crls = str(root_certificate(run_dir)), [str(p) for p in crl_files(run_dir)]
+    if "gateway" in certificates:
+        gw = Identity.of(run_dir, "gateway")
+        out["gateway"] = {
+            "wan_listen": f"127.0.0.1:{free_port()}",
+            "wan_cert": str(gw.cert),
+            "wan_key": str(gw.key),
+            "wan_chain": [str(gw.chain)],
+            "wan_trust": [root],
+            "wan_crl_urls": [f"{ca_url}/crl/{ca}.crl" for ca in ("root", "emt")],
+        }
+    if "timeservice" in certificates:
+        ts, port = Identity.of(run_dir, "timeservice"), free_port()
+        out["timeservice"] = {
+            "listen": f"127.0.0.1:{port}",
+            "cert": str(ts.cert),
+            "key": str(ts.key),
+            "chain": [str(ts.chain)],
+            "trust": [root],
+            "crls": crls,
+        }
+        out.setdefault("gateway", {}).update(
+            time_service=f"tls://127.0.0.1:{port}", time_server_name=ROLES["timeservice"].name
+        )
+    return out

@@ -22,7 +22,7 @@ from typing import Any
 from smtestbed.services._runtime.bus import Endpoints
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services._runtime.testing import endpoint_settings, free_port, random_endpoints
-from smtestbed.services.controller.credentials import write_signing_keys
+from smtestbed.services.controller.credentials import make_pki, pki_settings, write_signing_keys
 from smtestbed.services.controller.state import TestbedState
 
 SMTB = str(Path(sys.executable).with_name("smtb"))
@@ -88,9 +88,14 @@ def has_service(kind: str) -> bool:
 def services_of(state: TestbedState, *, controller: bool) -> list[dict[str, Any]]:
     """Return the ``[[services]]`` entries the state needs, in start order."""
     out: list[dict[str, Any]] = [{"name": "broker", "run": "broker"}]
+    gateway_after = ["broker"]
     if state.pki.enabled:
         out.append({"name": "ca", "run": "ca", "after": ["broker"]})
-    out.append({"name": "gateway", "run": "gateway", "after": ["broker"]})
+        gateway_after.append("ca")  # the gateway fetches its CRLs at start
+    if "timeservice" in state.pki.certificates:
+        out.append({"name": "timeservice", "run": "wan.timeservice", "after": ["broker", "ca"]})
+        gateway_after.append("timeservice")  # the gateway syncs its clock at start
+    out.append({"name": "gateway", "run": "gateway", "after": gateway_after})
     out.append({"name": "channel", "run": "channel", "after": ["broker", "gateway"]})
     out.append({"name": "sensorfarm", "run": "sensorfarm", "after": ["broker", "channel"]})
     if state.relays or state.wired.relay:
@@ -186,7 +191,14 @@ def write_run_folder(state: TestbedState, folder: Path, *, controller: bool = Fa
             "port": ca_port,
             "base_url": f"http://127.0.0.1:{ca_port}",
             "admin_secret": ADMIN_SECRET,
+            # Certificates and CRLs carry dates that TLS peers check against wall time.
+            "clock_mode": "realtime",
+            "clock_start": 0.0,
         }
+        ca_url = tables["ca"]["base_url"]
+        make_pki(folder, SMTB, ca_url, state.pki.certificates)
+        for service, settings in pki_settings(folder, ca_url, state.pki.certificates).items():
+            tables.setdefault(service, {}).update(settings)
     if controller:
         tables["controller"] = {"http_port": http, "gateways": ["gateway"], "run_dir": str(folder)}
         if state.pki.enabled:

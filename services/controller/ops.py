@@ -499,7 +499,7 @@ async def clock(ctx: OpContext, p: dict[str, Any]) -> Any:
     return {n: float(ping["t_sim"]) for n, ping in zip(names, pings, strict=True)}
 
 
-# Operations of the security scenarios (firmware bundles, the gateway's disk) live in
+# Operations of the security scenarios (firmware, the gateway's disk, WAN parties) live in
 # their own module; it uses the parameters above, so it is imported last.
 from smtestbed.services.controller import ops_security  # noqa: E402
 

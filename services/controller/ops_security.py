@@ -7,6 +7,8 @@ folder (:mod:`.credentials`), and pushes it over the bus (``gateway.push_update`
 scenario compares the files with what it built instead of trusting the gateway's
 answer. ``tamper_log`` is an attacker with write access to the gateway's disk: it
 edits one entry of a log file in place and says exactly what it did.
+``wan_request`` is a WAN party (the GWA) with its certificate from the run folder's
+PKI sending one request over mutual TLS (:mod:`.wan_session`).
 Importing this module registers them.
 """
 
@@ -18,10 +20,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from smtestbed.proto import topics
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.config import parse_host_port, read_toml
 from smtestbed.services._runtime.errors import PeerError, RequestError
-from smtestbed.services.controller import tampering
-from smtestbed.services.controller.credentials import SIGNERS, signing_key
+from smtestbed.services.controller import tampering, wan_session
+from smtestbed.services.controller.credentials import (
+    ROLES,
+    SIGNERS,
+    Identity,
+    crl_files,
+    root_certificate,
+    signing_key,
+)
 from smtestbed.services.controller.layout import SMTB
 from smtestbed.services.controller.operations import OpContext, Param, operation
 from smtestbed.services.controller.ops import GATEWAY, SERVICE, _gw, _gw_params
@@ -167,3 +179,76 @@ async def installed_firmware(ctx: OpContext, p: dict[str, Any]) -> Any:
 async def tamper_log(ctx: OpContext, p: dict[str, Any]) -> Any:
     path = tampering.log_path(instance_folder(ctx, p["gateway"]), p["log"])
     return tampering.tamper(path, p["entry"], p["how"], p["fields"]).to_map()
+
+
+# -- WAN parties -------------------------------------------------------------------------
+
+
+def wan_endpoint(root: Path) -> tuple[str, int]:
+    """Return the gateway's WAN endpoint from the run folder's configuration."""
+    gateway = read_toml(root / "testbed.toml").get("gateway", {})
+    listen = gateway.get("wan_listen", "") if isinstance(gateway, dict) else ""
+    if not listen:
+        raise RequestError("the gateway has no WAN endpoint (state.pki)", field="operation")
+    return parse_host_port(str(listen), "gateway.wan_listen")
+
+
+@operation(
+    "wan_request",
+    "act",
+    "As a WAN party (its certificate from the run folder's PKI) open mutual TLS to the "
+    "gateway's WAN endpoint and send one request; answers whether the session held "
+    "(else the refusal reason) and the gateway's reply",
+    Param(name="op", type="string", required=True, description="read_log, status, add_meter, ..."),
+    Param(name="params", type="object", default={}, description="the request's parameters"),
+    Param(
+        name="party",
+        type="string",
+        default="gwa",
+        choices=("gwa", "emt"),
+        description="whose certificate",
+    ),
+)
+async def wan_request(ctx: OpContext, p: dict[str, Any]) -> Any:
+    root = run_dir(ctx)
+    host, port = wan_endpoint(root)
+    files = Identity.of(root, p["party"])
+    if not files.cert.is_file():
+        raise RequestError(f"no {p['party']} certificate (state.pki.certificates)", field="party")
+    context = tls.client_context(
+        files.cert,
+        files.key,
+        [files.chain],
+        [root_certificate(root)],
+        crl_files(root),
+        check_hostname=False,
+    )
+    message = {"op": p["op"], "params": p["params"]}
+    outcome = await wan_session.request(host, port, context, message, timeout_s=ctx.timeout_s)
+    return outcome.to_map()
+
+
+@operation(
+    "pki_identity",
+    "observe",
+    "A party's certificate made by the testbed (run folder's pki/): serial (hex, as the "
+    "CA shows it), subject, issuer, validity",
+    Param(
+        name="party",
+        type="string",
+        required=True,
+        choices=tuple(ROLES),
+        description="gateway, gwa, emt, timeservice",
+    ),
+)
+async def pki_identity(ctx: OpContext, p: dict[str, Any]) -> Any:
+    path = Identity.of(run_dir(ctx), p["party"]).cert
+    if not path.is_file():
+        raise RequestError(f"no {p['party']} certificate (state.pki.certificates)", field="party")
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return {
+        "serial": f"{cert.serial_number:x}",
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }

@@ -25,8 +25,17 @@ CLOCK_MODES = ("stepped", "scaled", "realtime")
 STEP_CONTROLS = ("free", "request")
 SECURITY_MODES = (0, 5, 7)
 TAFS = ("taf1", "taf2", "taf6", "taf7")
-CERTIFICATES = ("gateway", "gwa", "emt")
-SERVICES = ("broker", "sensorfarm", "channel", "gateway", "ca", "iohw", "controller")
+CERTIFICATES = ("gateway", "gwa", "emt", "timeservice")
+SERVICES = (
+    "broker",
+    "sensorfarm",
+    "channel",
+    "gateway",
+    "ca",
+    "timeservice",
+    "iohw",
+    "controller",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
