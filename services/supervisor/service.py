@@ -1,16 +1,21 @@
 """The supervisor: starts services in order, restarts crashed ones, stops in reverse.
 
-Each service runs as its own process in its own session, so that a Ctrl-C
-in the terminal reaches only the supervisor, which then stops the services
-in reverse start order (SIGTERM, then SIGKILL after ``stop_timeout_s``).
-A service that exits on its own is restarted after a delay that doubles
-with each quick crash, up to ``restart_backoff_max_s``.
+A service starts as soon as every service it names in ``after`` is ready, so
+services that do not wait for each other start at the same time; the
+supervisor is ready once all are. Each service runs as its own process in its
+own session, so that a Ctrl-C in the terminal reaches only the supervisor,
+which then stops the services in reverse: a service is stopped once every
+service that waits for it has stopped (SIGTERM, then SIGKILL after
+``stop_timeout_s``), independent ones at the same time. A service that exits
+on its own is restarted after a delay that doubles with each quick crash, up
+to ``restart_backoff_max_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -50,8 +55,7 @@ class Supervisor(Service):
     async def run(self, ready: Ready) -> None:
         """Start everything, watch it, stop everything on the way out."""
         try:
-            for child in self.children:
-                await self._start(child)
+            await self._start_all()
             ready.set()
             self.bus.publish(
                 topics.SUPERVISOR_STARTED, {"services": [c.spec.name for c in self.children]}
@@ -63,6 +67,16 @@ class Supervisor(Service):
             self._stopping = True
             await self._stop_all()
 
+    async def _start_all(self) -> None:
+        """Start each service once those in its ``after`` are ready; raise the first failure."""
+        errors = await _in_dependency_order(
+            self.children, lambda c: set(c.spec.after), self._start, keep_going=False
+        )
+        for error in errors:
+            self.log.error("child_start_failed", error=str(error))
+        if errors:
+            raise errors[0]
+
     async def _start(self, child: Child) -> None:
         spec = child.spec
         argv = process.service_argv(
@@ -70,9 +84,20 @@ class Supervisor(Service):
         )
         out = self._log_file(child)
         self.log.info("child_starting", name=spec.name, run=spec.run)
-        child.proc = await asyncio.to_thread(
-            process.spawn, argv, ready_timeout=self.cfg.ready_timeout_s, stdout=out, stderr=out
+        spawning = asyncio.ensure_future(
+            asyncio.to_thread(
+                process.spawn, argv, ready_timeout=self.cfg.ready_timeout_s, stdout=out, stderr=out
+            )
         )
+        try:
+            await asyncio.shield(spawning)
+        finally:
+            # the spawn thread cannot be interrupted: even a cancelled start waits for its
+            # process, so that the stop that follows finds and stops it
+            await asyncio.wait([spawning])
+            if spawning.exception() is None:
+                child.proc = spawning.result()
+        assert child.proc is not None
         child.started = time.monotonic()
         self.log.info("child_started", name=spec.name, pid=child.proc.pid)
 
@@ -142,14 +167,24 @@ class Supervisor(Service):
             self.bus.publish(
                 topics.SUPERVISOR_STOPPED, {"services": [c.spec.name for c in running]}
             )
-        for child in reversed(self.children):
-            if child.proc is not None:
-                code = await asyncio.to_thread(
-                    process.stop, child.proc, timeout=self.cfg.stop_timeout_s
-                )
-                self.log.info("child_stopped", name=child.spec.name, exit_code=code)
-            if child.log is not None:
-                child.log.close()
+        waiting = {
+            c.spec.name: {d.spec.name for d in self.children if c.spec.name in d.spec.after}
+            for c in self.children
+        }
+        await _in_dependency_order(
+            self.children, lambda c: waiting[c.spec.name], self._stop, keep_going=True
+        )
+
+    async def _stop(self, child: Child) -> None:
+        if child.proc is not None:
+            self.log.info("child_stopping", name=child.spec.name)
+            code = await asyncio.to_thread(
+                process.stop, child.proc, timeout=self.cfg.stop_timeout_s
+            )
+            self.log.info("child_stopped", name=child.spec.name, exit_code=code)
+        if child.log is not None:
+            child.log.close()
+            child.log = None
 
     def counters(self) -> dict[str, int]:
         """Return restarts per service and in total."""
@@ -160,3 +195,45 @@ class Supervisor(Service):
 
 def _should_restart(policy: str, code: int) -> bool:
     return policy == "always" or (policy == "on-failure" and code != 0)
+
+
+Action = Callable[[Child], Coroutine[Any, Any, None]]
+
+
+async def _in_dependency_order(
+    children: list[Child],
+    waits_for: Callable[[Child], set[str]],
+    action: Action,
+    *,
+    keep_going: bool,
+) -> list[BaseException]:
+    """Run ``action`` on each child once the children it waits for are done; return errors.
+
+    Children whose prerequisites are done run at the same time. After an error, no
+    further child is begun unless ``keep_going`` (a failed child then counts as done).
+    Begun actions are always awaited, even when this coroutine is cancelled: a process
+    being spawned must be known before the supervisor stops what it started.
+    """
+    pending, done = list(children), set[str]()
+    running: dict[asyncio.Task[None], Child] = {}
+    errors: list[BaseException] = []
+    try:
+        while pending or running:
+            if keep_going or not errors:
+                for child in [c for c in pending if waits_for(c) <= done]:
+                    pending.remove(child)
+                    running[asyncio.create_task(action(child))] = child
+            if not running:
+                break
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                name = running.pop(task).spec.name
+                error = task.exception()
+                if error is not None:
+                    errors.append(error)
+                if error is None or keep_going:
+                    done.add(name)
+    finally:
+        if running:
+            await asyncio.shield(asyncio.wait(running))
+    return errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -154,3 +155,119 @@ after = ["a"]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "dependency cycle: a -> b -> a" in lines[0]
+
+
+def _layered(tmp_path: Path, endpoints: Endpoints, *, bad: bool = False) -> Path:
+    """Broker; a and b after the broker only; c after both (b fails at start if ``bad``)."""
+    b_settings = "{ interval_s = -1.0 }" if bad else "{ interval_s = 0.0 }"
+    path = tmp_path / "layered.toml"
+    path.write_text(f"""
+[common]
+bus_pub = "{endpoints.pub}"
+bus_sub = "{endpoints.sub}"
+bus_rpc = "{endpoints.rpc}"
+heartbeat_s = 0.2
+log_format = "json"
+
+[[services]]
+name = "broker"
+run = "broker"
+
+[[services]]
+name = "a"
+run = "sample"
+after = ["broker"]
+set = {{ interval_s = 0.0 }}
+
+[[services]]
+name = "b"
+run = "sample"
+after = ["broker"]
+set = {b_settings}
+
+[[services]]
+name = "c"
+run = "sample"
+after = ["a", "b"]
+set = {{ interval_s = 0.0 }}
+""")
+    return path
+
+
+def _up(path: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "smtestbed.services.supervisor", "--config", str(path)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _child_events(log: Path) -> list[tuple[str, str, int]]:
+    """Return (event, name, pid) of the supervisor's child_* lines, in log order."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if str(entry.get("event", "")).startswith("child_") and "name" in entry:
+            out.append((entry["event"], entry["name"], int(entry.get("pid", 0))))
+    return out
+
+
+def _at(events: list[tuple[str, str, int]], event: str, name: str) -> int:
+    return [(e, n) for e, n, _ in events].index((event, name))
+
+
+def test_up_starts_independent_services_together_and_each_after_its_dependencies(
+    endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """a and b (after the broker only) start together, c only once both are ready; the stop
+    runs in reverse (c first, a and b together, the broker last) and leaves no process."""
+    log = tmp_path / "up.log"
+    up = _up(_layered(tmp_path, endpoints), log)
+    try:
+        asyncio.run(wait_until(lambda: _alive_now(endpoints, {"a", "b", "c"}), timeout=30))
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    ev = _child_events(log)
+    started = max(_at(ev, "child_started", n) for n in ("a", "b"))
+    assert _at(ev, "child_started", "broker") < _at(ev, "child_starting", "a")
+    assert max(_at(ev, "child_starting", n) for n in ("a", "b")) < min(
+        _at(ev, "child_started", n) for n in ("a", "b")
+    )
+    assert _at(ev, "child_starting", "c") > started
+    assert _at(ev, "child_stopped", "c") < min(_at(ev, "child_stopping", n) for n in "ab")
+    assert max(_at(ev, "child_stopping", n) for n in "ab") < min(
+        _at(ev, "child_stopped", n) for n in "ab"
+    )
+    assert _at(ev, "child_stopping", "broker") > max(_at(ev, "child_stopped", n) for n in "ab")
+    pids = [pid for e, _, pid in ev if e == "child_started"]
+    assert len(pids) == 4
+    assert [p for p in pids if pid_alive(p)] == []
+
+
+def test_up_stops_every_started_service_when_one_fails_to_start(
+    endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """b exits before it is ready: up exits 1, c is never started, a (started beside b) is
+    stopped, and no process is left."""
+    log = tmp_path / "up.log"
+    up = _up(_layered(tmp_path, endpoints, bad=True), log)
+    try:
+        assert up.wait(timeout=60) == 1
+    finally:
+        if up.poll() is None:
+            up.kill()
+    ev = _child_events(log)
+    names = {(e, n) for e, n, _ in ev}
+    assert ("child_starting", "c") not in names
+    assert ("child_started", "b") not in names
+    assert {("child_started", "a"), ("child_stopped", "a"), ("child_stopped", "broker")} <= names
+    assert "child_start_failed" in log.read_text()
+    pids = [pid for e, _, pid in ev if e == "child_started"]
+    assert [p for p in pids if pid_alive(p)] == []
