@@ -29,7 +29,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.proto.wmbus.link import strip_crcs_a
+from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.schema import MeterEntry, Taf
 from smtestbed.services.gateway.service import settle_heap
@@ -96,12 +97,12 @@ def gateway_rate(
         gws[i % instances].registry.add(entry(pop, i))
     warm = _per_instance(frames[: len(pop)], instances)
     per = _per_instance(frames[len(pop) :], instances)
-    for gw, rows in zip(gws, warm, strict=True):
-        _ingest(gw, rows)
-    settle_heap()
-    start = time.perf_counter()
-    accepted = sum(_ingest(gw, rows) for gw, rows in zip(gws, per, strict=True))
-    elapsed = time.perf_counter() - start
+    with Committer() as committer:
+        committer.ingest(_jobs(gws, warm))
+        settle_heap()
+        start = time.perf_counter()
+        accepted = sum(len(r.accepted) for r in committer.ingest(_jobs(gws, per)))
+        elapsed = time.perf_counter() - start
     for gw in gws:
         gw.close()
     return accepted / elapsed, accepted
@@ -116,8 +117,12 @@ def _per_instance(
     return per
 
 
-def _ingest(gw: GatewayInstance, rows: list[tuple[bytes, float]]) -> int:
-    return sum(len(gw.ingest(rows[k : k + BATCH]).accepted) for k in range(0, len(rows), BATCH))
+def _jobs(gws: list[GatewayInstance], per: list[list[tuple[bytes, float]]]) -> Iterator[Job]:
+    """Yield each instance's frames in batches of BATCH, instance after instance (as the
+    service hands a received window to :class:`Committer`)."""
+    for gw, rows in zip(gws, per, strict=True):
+        for k in range(0, len(rows), BATCH):
+            yield gw, rows[k : k + BATCH]
 
 
 def aes_rate(pop: Population, frames: list[tuple[bytes, float, int]]) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 from smtestbed.services.gateway.keys import load_or_create_key
 from smtestbed.services.gateway.logs import LogSet
-from smtestbed.services.gateway.processing import Pipeline, Plausibility
+from smtestbed.services.gateway.processing import BatchOutcome, Pipeline, Plausibility
 from smtestbed.services.gateway.registry import Registry
 from smtestbed.services.gateway.schema import MeterEntry, Reading, Rejection
 from smtestbed.services.gateway.store import Store
@@ -82,22 +82,46 @@ class GatewayInstance:
 
     def ingest(self, frames: Sequence[tuple[bytes, float]]) -> IngestResult:
         """Process frames (bytes, t_sim), store the accepted ones, log the rejected."""
-        outcome = self.pipeline.process(frames)
+        outcome = self.process(frames)
         try:
-            ids = self.store.commit_processed(outcome.accepted)
+            result = self.commit(outcome)
         except BaseException:
             self.pipeline.discard()
             raise
-        self.pipeline.commit_done(outcome.accepted)
+        self.settle(len(frames), outcome, result)
+        return result
+
+    def process(self, frames: Sequence[tuple[bytes, float]]) -> BatchOutcome:
+        """Run measurement processing over frames (bytes, t_sim); nothing is stored yet.
+
+        The accepted readings join the pipeline's overlay until :meth:`settle` (or the
+        pipeline's ``discard`` when their transaction failed).
+        """
+        return self.pipeline.process(frames)
+
+    def commit(self, outcome: BatchOutcome) -> IngestResult:
+        """Store a processed batch in one transaction, then log it and its rejections.
+
+        May run on another thread than :meth:`process`, one call at a time per instance and
+        in processing order: it touches the store and the logs, not the pipeline.
+
+        Raises:
+            StoreError: the transaction failed (nothing of the batch is stored).
+        """
+        ids = self.store.commit_processed(outcome.accepted)
         result = IngestResult(rejected=outcome.rejected, duplicates=outcome.duplicates)
         for reading, rid in zip(outcome.accepted, ids, strict=True):
             if rid is None:
                 result.duplicates += 1
             else:
                 result.accepted.append((reading, rid))
-        self._account(len(frames), result)
         self._log(result)
         return result
+
+    def settle(self, frames: int, outcome: BatchOutcome, result: IngestResult) -> None:
+        """Take a committed batch out of the pipeline's overlay and count it (processing thread)."""
+        self.pipeline.commit_done(outcome.accepted)
+        self._account(frames, result)
 
     def ingest_readings(
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]

@@ -13,6 +13,7 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
         "layouts.py",
         "heads.py",
         "instance.py",
+        "ingest.py",
         "schema.py",
         "unsafe.py",
     ),

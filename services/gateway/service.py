@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +44,7 @@ from smtestbed.services.gateway import (
     wan,
 )
 from smtestbed.services.gateway.config import GatewayConfig
+from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
 from smtestbed.services.gateway.schema import Taf
@@ -70,6 +71,7 @@ class Gateway(Service):
         self.schedule = TariffSchedule.parse(config.tariff_schedule)
         self.skipped = unsafe.parse(config.unsafe_skip_checks)
         self.instances: dict[str, GatewayInstance] = {}
+        self.committer = Committer()
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
         self.wan: wan.WanServer | None = None
@@ -151,6 +153,7 @@ class Gateway(Service):
             if self.han:
                 self.han.close()
             puller.close()
+            self.committer.close()
             for inst in self.instances.values():
                 inst.close()
 
@@ -188,20 +191,33 @@ class Gateway(Service):
                 per.setdefault(name, []).append(frame)
             else:
                 self.unrouted += 1
-        return {name: self._ingest(name, rows) for name, rows in per.items()}
+        return self._ingest(per)
 
-    def _ingest(self, name: str, frames: list[tuple[bytes, float]]) -> IngestResult:
-        inst = self.instances[name]
-        result = IngestResult()
-        if self.time.offset_s:
-            frames = [(raw, self.time.stamp(t_sim)) for raw, t_sim in frames]
-        for start in range(0, len(frames), self.cfg.max_batch):
-            part = inst.ingest(frames[start : start + self.cfg.max_batch])
+    def _ingest(self, per: dict[str, list[tuple[bytes, float]]]) -> dict[str, IngestResult]:
+        # Commits overlap the processing of the next batch (ingest.Committer); an instance's
+        # committed batches are announced together, also when another instance's failed.
+        results = {name: IngestResult() for name in per}
+        names = {id(inst): name for name, inst in self.instances.items()}
+
+        def add(inst: GatewayInstance, part: IngestResult) -> None:
+            result = results[names[id(inst)]]
             result.accepted += part.accepted
             result.rejected += part.rejected
             result.duplicates += part.duplicates
-        self._announce(name, result)
-        return result
+
+        try:
+            self.committer.ingest(self._jobs(per), add)
+        finally:
+            for name, result in results.items():
+                self._announce(name, result)
+        return results
+
+    def _jobs(self, per: dict[str, list[tuple[bytes, float]]]) -> Iterator[Job]:
+        for name, frames in per.items():
+            if self.time.offset_s:
+                frames = [(raw, self.time.stamp(t_sim)) for raw, t_sim in frames]
+            for start in range(0, len(frames), self.cfg.max_batch):
+                yield self.instances[name], frames[start : start + self.cfg.max_batch]
 
     def _announce(self, name: str, result: IngestResult) -> None:
         if result.accepted:

@@ -1,0 +1,155 @@
+"""Ingest of many batches with the commits overlapped: processing never waits for a disk.
+
+:meth:`GatewayInstance.ingest` processes a batch, commits it and logs it, one after the
+other. Most of a commit is SQLite writing pages and syncing the WAL and the signing of the
+log entries, and both run without the GIL. :class:`Committer` runs that part of each batch
+on worker threads while the calling thread processes the next batch (of the same instance
+or the next one), so that the processing and the commits overlap.
+
+What a batch may count on is unchanged:
+
+- a reading is accepted (in the result, and so announced) only after its transaction has
+  committed; the results come back in the order of the batches;
+- an instance's batches commit in their order, one at a time, each with its log entries
+  after it; different instances commit side by side (one file each);
+- a batch is processed against the readings of its instance's earlier batches even when
+  they have not committed yet (the pipeline's overlay). When one of those fails, its
+  instance takes no further batch in this call: the later, already processed, batches are
+  not committed, the overlay is dropped, and the first failure is raised once the other
+  instances' batches are through.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
+from smtestbed.services.gateway.processing import BatchOutcome
+
+Frames = Sequence[tuple[bytes, float]]
+Job = tuple[GatewayInstance, Frames]
+OnResult = Callable[[GatewayInstance, IngestResult], None]
+
+WORKERS = 2
+"""Commit threads: one commit syncs while the next one writes."""
+
+
+class _NotCommittedError(Exception):
+    """Internal: an earlier batch of the same instance failed, so this one was not committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    instance: GatewayInstance
+    frames: int
+    outcome: BatchOutcome
+    future: Future[IngestResult]
+
+
+def _commit_after(
+    before: Future[IngestResult] | None, instance: GatewayInstance, outcome: BatchOutcome
+) -> IngestResult:
+    # The instance's previous batch was submitted earlier, so a worker has taken it already:
+    # waiting for it here cannot hold up the pool.
+    if before is not None and before.exception() is not None:
+        raise _NotCommittedError
+    return instance.commit(outcome)
+
+
+class Committer:
+    """Worker threads that commit processed batches while the caller processes the next.
+
+    Args:
+        workers: commit threads (transactions of different instances run side by side).
+    """
+
+    def __init__(self, workers: int = WORKERS) -> None:
+        self._depth = max(1, workers)
+        self._pool = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="commit")
+
+    def ingest(self, jobs: Iterable[Job], on_result: OnResult | None = None) -> list[IngestResult]:
+        """Ingest (instance, frames) batches in order; return their results in that order.
+
+        ``on_result`` is called on this thread with each committed batch, in order, as soon
+        as it has committed (a batch announced there is stored).
+
+        Raises:
+            StoreError, LogError: the first failed commit, after every other batch is done.
+        """
+        run = _Run(self._pool, self._depth, on_result)
+        try:
+            for instance, frames in jobs:
+                run.submit(instance, frames)
+        finally:
+            run.drain()
+        if run.error is not None:
+            raise run.error
+        return run.results
+
+    def close(self) -> None:
+        """Wait for running commits and stop the threads."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Run:
+    """The state of one :meth:`Committer.ingest` call."""
+
+    def __init__(self, pool: ThreadPoolExecutor, depth: int, on_result: OnResult | None) -> None:
+        self.pool = pool
+        self.depth = depth
+        self.on_result = on_result
+        self.pending: deque[_Pending] = deque()
+        self.last: dict[int, Future[IngestResult]] = {}
+        self.failed: set[int] = set()
+        self.results: list[IngestResult] = []
+        self.error: BaseException | None = None
+
+    def submit(self, instance: GatewayInstance, frames: Frames) -> None:
+        """Process a batch here and hand its commit to the pool (unless its instance failed)."""
+        if id(instance) in self.failed:
+            return
+        outcome = instance.process(frames)
+        before = self.last.get(id(instance))
+        future = self.pool.submit(_commit_after, before, instance, outcome)
+        self.last[id(instance)] = future
+        self.pending.append(_Pending(instance, len(frames), outcome, future))
+        while len(self.pending) > self.depth:
+            self._collect(self.pending.popleft())
+
+    def drain(self) -> None:
+        """Collect every batch still in flight."""
+        while self.pending:
+            self._collect(self.pending.popleft())
+
+    def _collect(self, item: _Pending) -> None:
+        instance = item.instance
+        try:
+            result = item.future.result()
+        except _NotCommittedError:
+            return
+        except BaseException as exc:  # the transaction or its log entries failed
+            instance.pipeline.discard()
+            self.failed.add(id(instance))
+            if self.error is None:
+                self.error = exc
+            return
+        instance.settle(item.frames, item.outcome, result)
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(instance, result)
