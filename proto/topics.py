@@ -273,6 +273,7 @@ CONTROLLER_OPERATIONS: tuple[str, ...] = (
     "meter_counter",
     "meter_interval",
     "meter_key",
+    "meter_replay",
     "meter_sending",
     "meters",
     "pki_identity",
