@@ -193,7 +193,15 @@ def pki_settings(
             "trust": [root],
             "crls": crls,
         }
+        # The time sync checks the time service's chain against CRL files only: the ones
+        # the gateway is provisioned with, copied now (the CA keeps its own up to date).
+        provisioned = []
+        for crl in crl_files(run_dir):
+            provisioned.append(run_dir / PKI / f"provisioned-{crl.name}")
+            provisioned[-1].write_bytes(crl.read_bytes())
         out.setdefault("gateway", {}).update(
-            time_service=f"tls://127.0.0.1:{port}", time_server_name=ROLES["timeservice"].name
+            time_service=f"tls://127.0.0.1:{port}",
+            time_server_name=ROLES["timeservice"].name,
+            wan_crls=[str(p) for p in provisioned],
         )
     return out
