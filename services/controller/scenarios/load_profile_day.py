@@ -69,7 +69,15 @@ def profile_of(queue: list[dict[str, Any]], meter: str) -> list[dict[str, Any]]:
 
 
 def allowance(points: Checkpoints, meter: str, b: float) -> float:
-    """Return how far a boundary value at ``b`` may be from the farm's counter there."""
+    """Return how far a boundary value at ``b`` may be from the farm's counter there.
+
+    Telegrams are not aligned to the quarter hours: the gateway interpolates between
+    its readings before and after ``b``, which (every telegram received, 900 s +-10 %
+    apart) were sent within ``BRACKET_S`` of ``b``. Each carries its send-time counter
+    rounded down to the record's resolution, so the interpolated value and the true
+    counter C(b) both lie in ``[C(b - BRACKET_S) - resolution, C(b + BRACKET_S)]``;
+    the boundary value is then put on the 1/1024 grid.
+    """
     spread = points.at(meter, b + BRACKET_S) - points.at(meter, b - BRACKET_S)
     return spread + RESOLUTION[points.kinds[meter]] + GRID
 
