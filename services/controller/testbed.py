@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,10 @@ from smtestbed.services.controller.operations import OpContext, Topology
 from smtestbed.services.controller.state import TestbedState
 
 START_TIMEOUT_S = 180.0  # the first start compiles the Numba kernels
+# Testbeds of one process (the runner's parallel jobs) start one at a time: the free ports
+# a run folder names are bound by its services before the next run folder picks its own.
+# A first start that compiles kernels then does so once for the starts that follow.
+_STARTING = threading.Lock()
 
 
 class StateMismatchError(TestbedError):
@@ -79,15 +84,16 @@ class Testbed:
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Write the run folder and start every service; raise ServiceError if one fails."""
-        self.run = write_run_folder(self.state, self.folder, controller=self.controller_service)
-        argv = [SMTB, "up", "--config", str(self.run.config), "--log-level", self.log_level]
-        log = (self.folder / "supervisor.log").open("ab")
-        try:
-            self.proc = process.spawn(argv, ready_timeout=timeout, stdout=log, stderr=log)
-        except ServiceError as exc:
-            raise ServiceError(f"{exc}; see {self.folder / 'logs'}") from exc
-        finally:
-            log.close()
+        with _STARTING:
+            self.run = write_run_folder(self.state, self.folder, controller=self.controller_service)
+            argv = [SMTB, "up", "--config", str(self.run.config), "--log-level", self.log_level]
+            log = (self.folder / "supervisor.log").open("ab")
+            try:
+                self.proc = process.spawn(argv, ready_timeout=timeout, stdout=log, stderr=log)
+            except ServiceError as exc:
+                raise ServiceError(f"{exc}; see {self.folder / 'logs'}") from exc
+            finally:
+                log.close()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the supervisor and with it every service; ServiceError if a process is left."""
