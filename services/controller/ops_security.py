@@ -125,12 +125,15 @@ async def build_bundle(
 )
 async def push_firmware(ctx: OpContext, p: dict[str, Any]) -> Any:
     root = run_dir(ctx)
+    key = signing_key(root, p["signer"])
+    if not key.is_file():  # e.g. smtb up on a deploy file: the run folder holds no keys
+        raise RequestError(f"the run folder has no {p['signer']} key ({key})", field="signer")
     bundles = root / "bundles"
     bundles.mkdir(exist_ok=True)
     folder = bundles / f"{len(list(bundles.iterdir())):03d}-{p['version']}-{p['signer']}"
     folder.mkdir()
     files = firmware_files(p["version"], p["signer"])
-    bundle = await build_bundle(folder, signing_key(root, p["signer"]), p, files)
+    bundle = await build_bundle(folder, key, p, files)
     params = {**_gw_params(p), "bundle": bundle}
     answer = await ctx.request(_gw(ctx, p), topics.GATEWAY_PUSH_UPDATE, params)
     return {
@@ -186,7 +189,10 @@ async def tamper_log(ctx: OpContext, p: dict[str, Any]) -> Any:
 
 def wan_endpoint(root: Path) -> tuple[str, int]:
     """Return the gateway's WAN endpoint from the run folder's configuration."""
-    gateway = read_toml(root / "testbed.toml").get("gateway", {})
+    config = root / "testbed.toml"
+    if not config.is_file():
+        raise RequestError(f"no testbed file {config}: no WAN endpoint known", field="operation")
+    gateway = read_toml(config).get("gateway", {})
     listen = gateway.get("wan_listen", "") if isinstance(gateway, dict) else ""
     if not listen:
         raise RequestError("the gateway has no WAN endpoint (state.pki)", field="operation")
