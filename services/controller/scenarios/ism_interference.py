@@ -50,9 +50,9 @@ ITF_DBM = -11.0
 STEP_S = 60.0
 STEPS = 10
 SIGMAS = 4.0
-# The channel's defaults (services/channel/config.py) the prediction uses.
-REFERENCE_LOSS_DB, PATH_LOSS_EXPONENT = 31.2, 2.7
-NOISE_DBM = -174.0 + 10 * math.log10(200e3) + 6.0  # kTB over C1's 200 kHz + 6 dB noise figure
+# The channel's radio model, set in the state so the prediction uses what the channel does.
+REFERENCE_LOSS_DB, PATH_LOSS_EXPONENT, NOISE_FIGURE_DB = 31.2, 2.7, 6.0
+NOISE_DBM = -174.0 + 10 * math.log10(200e3) + NOISE_FIGURE_DB  # kTB over C1's 200 kHz + NF
 C1_CHIP_RATE, C1_HEADER_CHIPS, C1_CHIPS_PER_BYTE = 100_000.0, 32 + 32, 8
 C1_BANDWIDTH_OVER_RATE = 200e3 / 100e3
 
@@ -174,6 +174,14 @@ SCENARIO = Scenario(
                         "period_s": PERIOD_S,
                     }
                 ],
+            },
+            "settings": {
+                "channel": {
+                    "reference_loss_db": REFERENCE_LOSS_DB,
+                    "path_loss_exponent": PATH_LOSS_EXPONENT,
+                    "noise_figure_db": NOISE_FIGURE_DB,
+                    "noise": True,
+                }
             },
         }
     ),
