@@ -22,6 +22,7 @@ from typing import Any
 from smtestbed.services._runtime.bus import Endpoints
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services._runtime.testing import endpoint_settings, free_port, random_endpoints
+from smtestbed.services.controller import wired
 from smtestbed.services.controller.credentials import make_pki, pki_settings, write_signing_keys
 from smtestbed.services.controller.state import TestbedState
 
@@ -140,14 +141,7 @@ def _gateway(state: TestbedState, folder: Path, lmn: str, mbus: str) -> dict[str
     if state.registry.meters != "none":
         gw["registry_file"] = str(folder / "registry.csv")
     if mbus:
-        gw["wired_lines"] = [
-            {
-                "instance": state.gateways[0],
-                "url": f"tcp://{mbus}",
-                "interval_s": state.wired.interval_s,
-                "meters": [],
-            }
-        ]
+        gw["wired_lines"] = [wired.line_table(state, mbus)]
     return gw
 
 
@@ -168,6 +162,7 @@ def write_run_folder(state: TestbedState, folder: Path, *, controller: bool = Fa
     endpoints = random_endpoints()
     farm_out, lmn = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     mbus = f"127.0.0.1:{free_port()}" if state.wired.enabled else ""
+    board = f"127.0.0.1:{free_port()}" if state.wired.relay else ""  # the relay's side
     http = free_port() if controller else 0
     ca_port = free_port() if state.pki.enabled else 0
     common = {
@@ -183,8 +178,10 @@ def write_run_folder(state: TestbedState, folder: Path, *, controller: bool = Fa
         "supervisor": {"log_dir": str(folder / "logs"), "ready_timeout_s": 180.0},
         "sensorfarm": _farm(state, folder, farm_out, mbus),
         "channel": _channel(state, farm_out, lmn),
-        "gateway": _gateway(state, folder, lmn, mbus),
+        "gateway": _gateway(state, folder, lmn, board or mbus),
     }
+    if board:
+        tables["iohw"] = wired.board_table(state, board, mbus)
     if state.pki.enabled:
         tables["ca"] = {
             "data_dir": str(folder / "ca"),
@@ -246,14 +243,17 @@ def _write_registry(
 ) -> dict[str, tuple[str, ...]]:
     """Cut the full registry to the state's meters and TAF assignments; return per gateway."""
     wanted = state.registry.meters
-    chosen = set(meters) if wanted == "all" else set() if wanted == "none" else set(wanted)
-    unknown = sorted(chosen - set(meters))
+    wired_ids = {r["meter"] for r in wired.registry_rows(state)}
+    everyone = set(meters) | wired_ids
+    chosen = everyone if wanted == "all" else set() if wanted == "none" else set(wanted)
+    unknown = sorted(chosen - everyone)
     if unknown:
         raise ConfigError(
             f"meter {unknown[0]} is not in the population", key="state.registry.meters"
         )
     with (folder / "registry-all.csv").open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["meter"] in chosen]
+    rows += [r for r in wired.registry_rows(state) if r["meter"] in chosen]
     for row in rows:
         if row["meter"] in state.registry.assign:
             row["tafs"] = ";".join(state.registry.assign[row["meter"]])
