@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from smtestbed.proto.wmbus import Telegram
+from smtestbed.proto.wmbus.errors import WrongKeyError
+from smtestbed.proto.wmbus.security import BLOCK, CHECK_BYTES
 from smtestbed.proto.wmbus.transport import CI_TPL_SHORT
+from smtestbed.services._runtime.errors import ProtocolError
 
 MAX_HEADS = 16_384
 """Heads kept per instance; when full, the memory starts over (it only saves time)."""
@@ -89,3 +93,55 @@ class Heads:
 
     def __len__(self) -> int:
         return len(self._heads)
+
+
+class Ciphers:
+    """Mode-5 decryption with one AES block context per meter key of an instance.
+
+    The codec's own cache keeps the contexts of the last 1,024 keys of the whole process; a
+    service with thousands of instances goes through more keys than that in every receive
+    window and would set up a cipher for each frame. An instance keeps its own meters'
+    (bounded by :data:`MAX_HEADS`, like the heads). Not for use by several threads at once.
+    """
+
+    __slots__ = ("_contexts",)
+
+    def __init__(self) -> None:
+        self._contexts: dict[bytes, CipherContext] = {}
+
+    def decrypt_mode5(self, key: bytes, iv: bytes, payload: bytes, blocks: int) -> bytes:
+        """Return a mode-5 payload with its first ``blocks`` blocks decrypted (AES-128-CBC).
+
+        Equal to :func:`smtestbed.proto.wmbus.security.decrypt_mode5_iv`:
+        ``P_i = D_K(C_i) xor C_(i-1)``, ``C_(-1) = IV``.
+
+        Raises:
+            WrongKeyError: the key is not 16 bytes, or the plaintext lacks ``2F 2F``.
+            ProtocolError: ``truncated``, the payload is shorter than ``blocks`` blocks.
+        """
+        size = blocks * BLOCK
+        if len(payload) < size:
+            raise ProtocolError(
+                f"configuration says {blocks} encrypted blocks, payload has {len(payload)} bytes",
+                reason="truncated",
+            )
+        if not size:
+            raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
+        secret = payload[:size]
+        opened = int.from_bytes(self._context(key).update(secret), "big")
+        plain = (opened ^ int.from_bytes(iv + secret[: size - BLOCK], "big")).to_bytes(size, "big")
+        if plain[:2] != CHECK_BYTES:
+            raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
+        return plain + payload[size:] if len(payload) > size else plain
+
+    def _context(self, key: bytes) -> CipherContext:
+        context = self._contexts.get(key)
+        if context is None:
+            if len(key) != BLOCK:
+                raise WrongKeyError(f"AES-128 key must be 16 bytes, got {len(key)}")
+            if len(self._contexts) >= MAX_HEADS:
+                self._contexts.clear()
+            # ECB keeps no state between whole blocks: one context serves every frame.
+            context = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+            self._contexts[bytes(key)] = context
+        return context

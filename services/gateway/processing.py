@@ -44,7 +44,7 @@ from smtestbed.proto.wmbus.link import load_crc_kernel, strip_crcs_a, strip_crcs
 from smtestbed.proto.wmbus.security import ACC_IV_HALVES, decrypt_mode5_iv, mode5_iv
 from smtestbed.proto.wmbus.telegram import RECORD_CIS
 from smtestbed.services._runtime.errors import ProtocolError
-from smtestbed.services.gateway.heads import ACC_OFFSET, PAYLOAD_OFFSET, Head, Heads
+from smtestbed.services.gateway.heads import ACC_OFFSET, PAYLOAD_OFFSET, Ciphers, Head, Heads
 from smtestbed.services.gateway.layouts import RecordLayouts
 from smtestbed.services.gateway.schema import (
     MeterEntry,
@@ -312,7 +312,9 @@ def _check_counters(values: tuple[Value, ...], state: MeterState, limits: Plausi
 LastDigest = Callable[[str], bytes | None]
 
 
-def _open_head(head: Head, plain: bytes, entry: MeterEntry) -> tuple[bytes, int, int]:
+def _open_head(
+    head: Head, plain: bytes, entry: MeterEntry, ciphers: Ciphers
+) -> tuple[bytes, int, int]:
     """Return what :func:`_open` returns for a frame whose header is ``head`` (mode 0 or 5)."""
     access = plain[ACC_OFFSET]
     payload = plain[PAYLOAD_OFFSET:]
@@ -320,7 +322,7 @@ def _open_head(head: Head, plain: bytes, entry: MeterEntry) -> tuple[bytes, int,
         return payload, access, 0
     iv = head.iv + ACC_IV_HALVES[access]
     try:
-        return decrypt_mode5_iv(entry.key, iv, payload, head.blocks), access, 0
+        return ciphers.decrypt_mode5(entry.key, iv, payload, head.blocks), access, 0
     except ProtocolError as exc:
         raise _RefusedError(_reason(exc), f"{exc}") from exc
 
@@ -346,7 +348,16 @@ def _stand_in(telegram: Telegram) -> MeterEntry:
 class _Processor:
     """The checks of one frame against a registry, meter states and limits."""
 
-    __slots__ = ("checked", "heads", "layouts", "limits", "registry", "skipped", "state")
+    __slots__ = (
+        "checked",
+        "ciphers",
+        "heads",
+        "layouts",
+        "limits",
+        "registry",
+        "skipped",
+        "state",
+    )
 
     def __init__(
         self,
@@ -362,6 +373,7 @@ class _Processor:
         self.layouts = layouts
         self.skipped = skipped if skipped is not None else SkippedChecks()  # test-only
         self.heads = Heads()
+        self.ciphers = Ciphers()
         self.checked: MeterState | None = None  # the state the last accepted frame met
 
     def run(
@@ -440,7 +452,7 @@ class _Processor:
     ) -> tuple[bytes, int, int]:
         try:
             if isinstance(header, Head):
-                return _open_head(header, plain, entry)
+                return _open_head(header, plain, entry, self.ciphers)
             return _open(header, plain, entry)
         except _RefusedError as refused:
             if refused.reason not in _MAC_REASONS or "mac" not in self.skipped.names:
@@ -549,12 +561,21 @@ def next_state(previous: MeterState | None, reading: Reading) -> MeterState:
         if value.function == "instantaneous":
             key = (value.quantity, value.unit, value.storage_number, value.tariff, value.subunit)
             counters[key] = value.value
-    return MeterState(
-        t_sim=reading.t_sim,
-        access_number=reading.access_number,
-        message_counter=reading.message_counter,
-        counters=counters,
-    )
+    # Fills the slots directly, as _reading does: the overlay builds one state per frame of
+    # a meter heard twice before a commit.
+    state = object.__new__(MeterState)
+    t_sim, access, counter, merged = _STATE_SETTERS
+    t_sim(state, reading.t_sim)
+    access(state, reading.access_number)
+    counter(state, reading.message_counter)
+    merged(state, counters)
+    return state
+
+
+_STATE_SETTERS = tuple(
+    MeterState.__dict__[name].__set__
+    for name in ("t_sim", "access_number", "message_counter", "counters")
+)
 
 
 class _Pending:

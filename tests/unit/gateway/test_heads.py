@@ -8,8 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smtestbed.proto.wmbus import encode_telegram
 from smtestbed.proto.wmbus.link import add_crcs_a
+from smtestbed.proto.wmbus.security import cbc_encrypt, decrypt_mode5_iv
 from smtestbed.proto.wmbus.transport import make_config
-from smtestbed.services.gateway.heads import Head, Heads
+from smtestbed.services._runtime.errors import ProtocolError
+from smtestbed.services.gateway.heads import Ciphers, Head, Heads
 from smtestbed.services.gateway.processing import BatchOutcome, Pipeline, Plausibility
 from smtestbed.services.gateway.schema import MeterEntry, MeterState, Reason, Rejection
 
@@ -120,3 +122,32 @@ def test_learning_never_changes_an_outcome(
             (r.reason, r.message, r.meter) for r in other.rejected
         ]
         assert all(isinstance(r, Rejection) for r in one.rejected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    key=st.binary(min_size=15, max_size=17),
+    iv=st.binary(min_size=16, max_size=16),
+    payload=st.binary(max_size=80),
+    blocks=st.integers(min_value=0, max_value=5),
+    opened=st.booleans(),
+)
+def test_instance_ciphers_decrypt_as_the_codec_does(
+    key: bytes, iv: bytes, payload: bytes, blocks: int, opened: bool
+) -> None:
+    """Ciphers.decrypt_mode5 returns what decrypt_mode5_iv returns, or raises the same error."""
+    if opened and len(key) == 16 and blocks:  # a payload that does open: 2F 2F first
+        plain = (b"\x2f\x2f" + payload).ljust(blocks * 16, b"\x2f")
+        size = blocks * 16
+        payload = cbc_encrypt(key, iv, plain[:size]) + plain[size:]
+    ciphers = Ciphers()
+    for _ in range(2):  # the second time through the kept context
+        try:
+            expected: bytes | str = decrypt_mode5_iv(key, iv, payload, blocks)
+        except ProtocolError as exc:
+            expected = f"{type(exc).__name__} {exc.reason}"
+        try:
+            got: bytes | str = ciphers.decrypt_mode5(key, iv, payload, blocks)
+        except ProtocolError as exc:
+            got = f"{type(exc).__name__} {exc.reason}"
+        assert got == expected
