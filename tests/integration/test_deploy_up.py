@@ -1,9 +1,9 @@
 """`smtb up --config deploy/testbed.toml`: the live neighbourhood comes up and answers.
 
-The deploy file is run as it is, with only its 127.0.0.1 ports moved to free ones
-(the wiring and wired lines are tables, so no environment variable can move them):
-:func:`relocated` rewrites every port of the text consistently and copies the files it
-names into a scratch folder that the testbed runs in.
+The deploy file is run as it is, with only its ports (all in 7700..7799) moved to free
+ones: the wiring and the wired lines are tables, so no environment variable can move
+them. :func:`relocated` rewrites every port of the text consistently and copies the
+files it names into a scratch folder that the testbed runs in.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from smtestbed.services.supervisor.config import load_specs
 pytestmark = pytest.mark.timeout(120)
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-PORT = re.compile(r"(127\.0\.0\.1:|http_port = )(\d+)")
+PORT = re.compile(r"\b77\d\d\b")  # the deploy file keeps its ports in 7700..7799
 WIRED_METER = "70000001"
 UP_TIMEOUT_S = 60.0
 # What this testbed cannot do (scaled clock, no PKI, no signing keys in the run folder):
@@ -64,8 +64,7 @@ def relocated(folder: Path) -> Relocated:
     ports: dict[int, int] = {}
 
     def move(match: re.Match[str]) -> str:
-        old = int(match.group(2))
-        return f"{match.group(1)}{ports.setdefault(old, free_port())}"
+        return str(ports.setdefault(int(match.group(0)), free_port()))
 
     moved = PORT.sub(move, text)
     (folder / "deploy").mkdir(parents=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,11 @@ def test_the_board_acts_on_radio_meters_of_the_farm_the_controller_drives() -> N
     assert iohw.sensorfarm == topology.sensorfarm
     assert controller.http_port == 7790
     assert read_toml(TESTBED)["telemetry"]["http_port"] == 7780
+
+
+def test_every_port_of_the_neighbourhood_is_in_7700_to_7799() -> None:
+    """Endpoints and ports stay in one documented range, so a test can move them all."""
+    text = TESTBED.read_text()
+    ports = re.findall(r"127\.0\.0\.1:(\d+)", text) + re.findall(r"_port = (\d+)", text)
+    assert len(ports) >= 10
+    assert all(7700 <= int(p) <= 7799 for p in ports)
