@@ -29,6 +29,7 @@ from smtestbed.services.controller.wired import LINE_RELAY
 METER = "12345678"
 POLL_S = 0.5
 WAIT_S = 20.0  # wall time for the poller to show an effect (it needs well below 5 s)
+MISSING_WAIT_S = 10.0  # the control waits this long for the report that never comes
 GRID_WH = 1.0  # the meter's energy record counts whole Wh
 CUT_BYTES = 40  # more than the SND_NKE attempts of one poll (4 x 5 bytes) and its REQ_UD2
 
@@ -84,7 +85,7 @@ async def run(ctl: Controller) -> None:
         topics.GATEWAY_METER_MISSING,
         {"meter": METER},
         since=mark,
-        timeout_s=WAIT_S,
+        timeout_s=MISSING_WAIT_S,
         what=f"gateway reports {METER} missing",
     )
     entries = (await missing_entries(ctl))[logged:]
