@@ -16,17 +16,17 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from smtestbed.services._runtime.commands import TestbedCommand
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services.controller import scenarios
-from smtestbed.services.controller.report import write_html_report
+from smtestbed.services.controller.progress import run_with_progress
+from smtestbed.services.controller.report import PAGE_FILE
 from smtestbed.services.controller.report_data import RunResults, load_results
-from smtestbed.services.controller.runner import ScenarioResult, run_all
 from smtestbed.services.controller.scenario import Scenario
 
 DEFAULT_REPORT = Path("smtb-report")
+DEFAULT_JOBS = 2  # measured on 2 cores: see the README's Demo section
 # What a run writes into the report folder: cleared first, so nothing stale is reported.
 RUN_OUTPUTS = ("results.json", "junit.xml", "report.html", "scenarios", "runs")
 
@@ -50,36 +50,6 @@ def clear(report: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
-
-
-def run_with_progress(
-    todo: Sequence[Scenario], report: Path, *, controls: bool, console: Console
-) -> list[ScenarioResult]:
-    """Run the scenarios with a progress bar over every run (main runs and controls)."""
-    per = 2 if controls else 1
-    columns = (
-        TextColumn("{task.description:40}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("starting", total=len(todo) * per)
-        finished = 0
-
-        def step(text: str) -> None:
-            # the runner names each run as it starts it: a control starts after its main run
-            done_now = finished * per + (1 if text.endswith(": control") else 0)
-            bar.update(task, description=text, completed=done_now)
-
-        def done(result: ScenarioResult) -> None:
-            nonlocal finished
-            finished += 1
-            bar.update(task, completed=finished * per)
-            mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
-            bar.console.print(f"{mark} {result.scenario.name}")
-
-        return run_all(todo, report, controls=controls, progress=step, done=done)
 
 
 def table(results: RunResults) -> Table:
@@ -124,13 +94,20 @@ def verdict(results: RunResults) -> str:
 )
 @click.option("--quick", is_flag=True, help="main runs only, no negative controls")
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="testbeds run at the same time (each run has its own folder and ports)",
+)
+@click.option(
     "--scenario",
     "names",
     multiple=True,
     metavar="NAME",
     help="run only this scenario (repeatable; default: all)",
 )
-def command(report: Path, quick: bool, names: tuple[str, ...]) -> None:
+def command(report: Path, quick: bool, jobs: int, names: tuple[str, ...]) -> None:
     """Run every scenario and its negative control; exit 1 if one failed or a control passed."""
     todo = choose(names)
     console = Console()
@@ -138,11 +115,11 @@ def command(report: Path, quick: bool, names: tuple[str, ...]) -> None:
     clear(report)
     console.print(
         f"{len(todo)} scenarios{'' if quick else ' and their negative controls'}, "
-        "each on a fresh testbed on this machine"
+        f"each on a fresh testbed on this machine, {jobs} at a time"
     )
-    run_with_progress(todo, report, controls=not quick, console=console)
+    run_with_progress(todo, report, controls=not quick, jobs=jobs, console=console)
     results = load_results(report)
-    page = write_html_report(report)
+    page = report / PAGE_FILE
     console.print(table(results))
     console.print(verdict(results))
     console.print(f"report: {page.resolve()}")

@@ -5,6 +5,7 @@ Report folder layout (the HTML report is built from exactly these files)::
     results.json                      {"testbed", "version", "started", "duration_s",
                                        "scenarios": [...], "summary": {...}}
     junit.xml                         one testcase per scenario and per control
+    report.html                       results table and plots (controller.report)
     scenarios/<name>/events.jsonl     the main run's bus events, one JSON object per line
     runs/<name>/, runs/<name>-control/  run folders (configs, service logs)
 """
@@ -12,14 +13,17 @@ Report folder layout (the HTML report is built from exactly these files)::
 from __future__ import annotations
 
 import json
+import queue
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services._runtime.version import VERSION
 from smtestbed.services.controller.scenario import (
     ERROR,
@@ -31,7 +35,6 @@ from smtestbed.services.controller.scenario import (
 )
 
 CONTROL_OK, CONTROL_BAD, NOT_RUN = "failed-as-expected", "passed-unexpectedly", "not-run"
-Progress = Callable[[str], None]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -80,22 +83,46 @@ class ScenarioResult:
         }
 
 
-def run_scenario(
-    scenario: Scenario, report: Path, *, controls: bool = True, progress: Progress | None = None
-) -> ScenarioResult:
-    """Run one scenario (fresh testbed) and, unless told not to, its control."""
-    say = progress or (lambda _: None)
-    say(f"{scenario.name}: run")
-    events = report / "scenarios" / scenario.name / "events.jsonl"
-    main = run_once(
-        scenario.state, scenario.run, report / "runs" / scenario.name, events_file=events
-    )
-    control = None
-    if controls:
-        say(f"{scenario.name}: control")
-        folder = report / "runs" / f"{scenario.name}-control"
-        control = run_once(scenario.control_state(), scenario.run, folder)
-    return ScenarioResult(scenario=scenario, main=main, control=control)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One testbed run of the suite: a scenario's main run or its control."""
+
+    scenario: Scenario
+    control: bool
+
+    @property
+    def label(self) -> str:
+        """Return how progress names the run (``NAME: run`` or ``NAME: control``)."""
+        return f"{self.scenario.name}: {'control' if self.control else 'run'}"
+
+    def execute(self, report: Path) -> RunResult:
+        """Run it on a fresh testbed in its own run folder (the main run records events)."""
+        name = self.scenario.name
+        if self.control:
+            folder = report / "runs" / f"{name}-control"
+            return run_once(self.scenario.control_state(), self.scenario.run, folder)
+        events = report / "scenarios" / name / "events.jsonl"
+        return run_once(
+            self.scenario.state, self.scenario.run, report / "runs" / name, events_file=events
+        )
+
+
+class Listener(Protocol):
+    """What the runner tells while it works, always on the thread that called it."""
+
+    def started(self, run: Run) -> None:
+        """A run begins."""
+
+    def finished(self, run: Run, result: RunResult) -> None:
+        """A run ended."""
+
+    def done(self, result: ScenarioResult) -> None:
+        """A scenario's main run and control (if any) both ended."""
+
+
+def plan(scenarios: Sequence[Scenario], *, controls: bool = True) -> list[Run]:
+    """Return the runs of ``scenarios`` in report order: each main run, then its control."""
+    return [Run(scenario=s, control=c) for s in scenarios for c in (False, True)[: 1 + controls]]
 
 
 def run_all(
@@ -103,21 +130,82 @@ def run_all(
     report: Path,
     *,
     controls: bool = True,
-    progress: Progress | None = None,
-    done: Callable[[ScenarioResult], None] | None = None,
+    jobs: int = 1,
+    listener: Listener | None = None,
 ) -> list[ScenarioResult]:
-    """Run every scenario in turn; write the report files; return the results."""
+    """Run every scenario (``jobs`` testbeds at a time); write the report; return the results.
+
+    Each run has its own run folder, ports and data directories, so runs are independent;
+    results come in the scenarios' order whatever order the runs end in. The report
+    folder gets ``results.json``, ``junit.xml`` and ``report.html``.
+    """
+    if jobs < 1:
+        raise ConfigError(f"must be at least 1, got {jobs}", key="jobs")
     report.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    results = []
-    for scenario in scenarios:
-        results.append(run_scenario(scenario, report, controls=controls, progress=progress))
-        if done is not None:
-            done(results[-1])
+    runs = plan(scenarios, controls=controls)
+    ended = _execute(runs, report, jobs, listener or _Silent())
+    results = [_scenario_result(runs, ended, s) for s in scenarios]
     write_results(report, results, started=started, duration_s=time.monotonic() - t0)
     write_junit(report / "junit.xml", results)
+    from smtestbed.services.controller.report import write_html_report  # matplotlib: load late
+
+    write_html_report(report)
     return results
+
+
+def _execute(runs: list[Run], report: Path, jobs: int, listener: Listener) -> dict[int, RunResult]:
+    """Run ``runs`` on ``jobs`` worker threads; tell ``listener`` from this thread."""
+    news: queue.SimpleQueue[tuple[int, RunResult | None]] = queue.SimpleQueue()
+
+    def work(index: int) -> None:
+        news.put((index, None))
+        try:
+            result = runs[index].execute(report)
+        except Exception as exc:  # run_once reports scenario bugs itself: this is the runner's
+            result = RunResult(outcome=ERROR, duration_s=0.0, message=f"runner: {exc!r}")
+        news.put((index, result))
+
+    ended: dict[int, RunResult] = {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="smtb-run") as pool:
+        futures = [pool.submit(work, i) for i in range(len(runs))]
+        try:
+            while len(ended) < len(runs):
+                index, result = news.get()
+                run = runs[index]
+                if result is None:
+                    listener.started(run)
+                    continue
+                ended[index] = result
+                listener.finished(run, result)
+                if all(i in ended for i, r in enumerate(runs) if r.scenario is run.scenario):
+                    listener.done(_scenario_result(runs, ended, run.scenario))
+        except BaseException:
+            for future in futures:  # runs not begun are dropped; running ones end and stop
+                future.cancel()
+            raise
+    return ended
+
+
+def _scenario_result(
+    runs: list[Run], ended: dict[int, RunResult], scenario: Scenario
+) -> ScenarioResult:
+    mine = {r.control: ended[i] for i, r in enumerate(runs) if r.scenario is scenario}
+    return ScenarioResult(scenario=scenario, main=mine[False], control=mine.get(True))
+
+
+class _Silent:
+    """A listener that ignores everything."""
+
+    def started(self, run: Run) -> None:
+        """Ignore a start."""
+
+    def finished(self, run: Run, result: RunResult) -> None:
+        """Ignore an end."""
+
+    def done(self, result: ScenarioResult) -> None:
+        """Ignore a finished scenario."""
 
 
 def summary(results: Sequence[ScenarioResult]) -> dict[str, int]:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from smtestbed.services._runtime.commands import TestbedGroup
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services.controller import scenarios
-from smtestbed.services.controller.runner import ScenarioResult, run_all, summary
+from smtestbed.services.controller.progress import run_with_progress
+from smtestbed.services.controller.runner import ScenarioResult, summary
 
 DEFAULT_REPORT = Path("smtb-report")
 
@@ -37,12 +37,24 @@ def list_command() -> None:
     type=click.Path(path_type=Path),
     default=DEFAULT_REPORT,
     show_default=True,
-    help="report folder (results.json, junit.xml, events)",
+    help="report folder (results.json, junit.xml, report.html, events)",
 )
 @click.option("--no-controls", is_flag=True, help="skip the negative controls")
 @click.option("--seed", type=int, default=None, help="run with this seed instead")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="testbeds run at the same time (each run has its own folder and ports)",
+)
 def run(
-    names: tuple[str, ...], run_every: bool, report: Path, no_controls: bool, seed: int | None
+    names: tuple[str, ...],
+    run_every: bool,
+    report: Path,
+    no_controls: bool,
+    seed: int | None,
+    jobs: int,
 ) -> None:
     """Run scenarios NAME... (or --all); exit 1 if one failed or a control passed."""
     known = scenarios.discover()
@@ -54,22 +66,10 @@ def run(
             raise ConfigError(f"no scenario {name!r} ({', '.join(known)})", key="names")
     todo = [known[n].with_seed(seed) for n in chosen]
     console = Console(stderr=True)
-    steps = len(todo) * (1 if no_controls else 2)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
-        task = bar.add_task("scenarios", total=steps)
-
-        def advance(text: str) -> None:
-            bar.update(task, description=text)
-
-        def done(result: ScenarioResult) -> None:
-            bar.advance(task, 1 if no_controls else 2)
-
-        results = run_all(todo, report, controls=not no_controls, progress=advance, done=done)
+    results = run_with_progress(todo, report, controls=not no_controls, jobs=jobs, console=console)
     Console().print(_table(results))
     counts = summary(results)
-    click.echo(f"report: {report}/results.json, {report}/junit.xml")
+    click.echo(f"report: {report}/report.html, {report}/results.json, {report}/junit.xml")
     sys.exit(0 if all(r.ok for r in results) and counts["controls_bad"] == 0 else 1)
 
 

@@ -7,10 +7,16 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services.cli import cli
 from smtestbed.services.controller.client import Check, Controller
 from smtestbed.services.controller.report_data import load_results
 from smtestbed.services.controller.runner import (
     ScenarioResult,
+    plan,
+    run_all,
     summary,
     write_junit,
     write_results,
@@ -83,3 +89,31 @@ def test_junit_has_a_case_per_scenario_and_control(tmp_path: Path) -> None:
     assert failed == {"blind [control]", "broken"}
     assert root.get("tests") == "7"
     assert root.get("failures") == "2"
+
+
+def test_plan_lists_each_main_run_then_its_control_in_scenario_order() -> None:
+    """Runs come in report order; without controls only the main runs."""
+    todo = [r.scenario for r in RESULTS[:2]]
+    assert [r.label for r in plan(todo)] == [
+        "good: run",
+        "good: control",
+        "blind: run",
+        "blind: control",
+    ]
+    assert [r.label for r in plan(todo, controls=False)] == ["good: run", "blind: run"]
+
+
+def test_run_all_refuses_zero_jobs_naming_the_field(tmp_path: Path) -> None:
+    """jobs < 1 is a ConfigError naming jobs; nothing is run or written."""
+    with pytest.raises(ConfigError, match="jobs"):
+        run_all([RESULTS[0].scenario], tmp_path / "r", jobs=0)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["scenario", "run", "--all"], ["demo"]])
+def test_jobs_option_refuses_zero_naming_it(command: list[str], tmp_path: Path) -> None:
+    """--jobs 0 on smtb scenario run and smtb demo: a usage error naming --jobs, no report."""
+    result = CliRunner().invoke(cli, [*command, "--jobs", "0", "--report", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "Invalid value for '--jobs'" in result.output
+    assert not (tmp_path / "r").exists()
