@@ -9,14 +9,17 @@ or the next one), so that the processing and the commits overlap.
 What a batch may count on is unchanged:
 
 - a reading is accepted (in the result, and so announced) only after its transaction has
-  committed; the results come back in the order of the batches;
-- an instance's batches commit in their order, one at a time, each with its log entries
-  after it; different instances commit side by side (one file each);
+  committed and its batch's log entries are written; the results come back in the order
+  of the batches;
+- an instance's batches commit in their order, one at a time, and write their log entries
+  in that order, each after its own commit (the next transaction does not wait for the
+  signatures); different instances commit side by side (one file each);
 - a batch is processed against the readings of its instance's earlier batches even when
-  they have not committed yet (the pipeline's overlay). When one of those fails, its
-  instance takes no further batch in this call: the later, already processed, batches are
-  not committed, the overlay is dropped, and the first failure is raised once the other
-  instances' batches are through.
+  they have not committed yet (the pipeline's overlay). When a transaction (or a batch's
+  log entries) fails, its instance takes no further batch in this call: later batches are
+  not committed (or, when already committed, not handed over, as a failed log write after
+  a commit never was), the overlay is dropped, and the first failure is raised once the
+  other instances' batches are through.
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ Frames = Sequence[tuple[bytes, float]]
 Job = tuple[GatewayInstance, Frames]
 OnResult = Callable[[GatewayInstance, IngestResult], None]
 
-WORKERS = 2
-"""Commit threads: one commit syncs while the next one writes."""
+WORKERS = 3
+"""Commit threads: a store transaction, the log entries of the batch before it and a sync
+of another instance can be under way together."""
 
 
-class _NotCommittedError(Exception):
-    """Internal: an earlier batch of the same instance failed, so this one was not committed."""
+class _SkippedError(Exception):
+    """Internal: an earlier batch of the same instance failed, so this one was not delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +52,32 @@ class _Pending:
     instance: GatewayInstance
     frames: int
     outcome: BatchOutcome
-    future: Future[IngestResult]
+    stored: Future[IngestResult]
+    logged: Future[IngestResult]
 
 
-def _commit_after(
+def _failed(before: Future[IngestResult] | None) -> bool:
+    # Every future waited for here was submitted earlier, so a worker has taken it already:
+    # waiting for it cannot hold up the pool.
+    return before is not None and before.exception() is not None
+
+
+def _store_after(
     before: Future[IngestResult] | None, instance: GatewayInstance, outcome: BatchOutcome
 ) -> IngestResult:
-    # The instance's previous batch was submitted earlier, so a worker has taken it already:
-    # waiting for it here cannot hold up the pool.
-    if before is not None and before.exception() is not None:
-        raise _NotCommittedError
-    return instance.commit(outcome)
+    if _failed(before):
+        raise _SkippedError
+    return instance.store_batch(outcome)
+
+
+def _log_after(
+    stored: Future[IngestResult], before: Future[IngestResult] | None, instance: GatewayInstance
+) -> IngestResult:
+    result = stored.result()  # a failed transaction fails this batch as it is
+    if _failed(before):
+        raise _SkippedError
+    instance.log_batch(result)
+    return result
 
 
 class Committer:
@@ -115,20 +134,26 @@ class _Run:
         self.depth = depth
         self.on_result = on_result
         self.pending: deque[_Pending] = deque()
-        self.last: dict[int, Future[IngestResult]] = {}
+        self.last: dict[int, tuple[Future[IngestResult], Future[IngestResult]]] = {}
         self.failed: set[int] = set()
         self.results: list[IngestResult] = []
         self.error: BaseException | None = None
 
     def submit(self, instance: GatewayInstance, frames: Frames) -> None:
-        """Process a batch here and hand its commit to the pool (unless its instance failed)."""
-        if id(instance) in self.failed:
+        """Process a batch here and hand its commit to the pool (unless its instance failed).
+
+        The transaction waits for the instance's previous transaction, the log entries for
+        this transaction and for the previous batch's log entries.
+        """
+        key = id(instance)
+        if key in self.failed:
             return
         outcome = instance.process(frames)
-        before = self.last.get(id(instance))
-        future = self.pool.submit(_commit_after, before, instance, outcome)
-        self.last[id(instance)] = future
-        self.pending.append(_Pending(instance, len(frames), outcome, future))
+        before_store, before_log = self.last.get(key, (None, None))
+        stored = self.pool.submit(_store_after, before_store, instance, outcome)
+        logged = self.pool.submit(_log_after, stored, before_log, instance)
+        self.last[key] = (stored, logged)
+        self.pending.append(_Pending(instance, len(frames), outcome, stored, logged))
         while len(self.pending) > self.depth:
             self._collect(self.pending.popleft())
 
@@ -140,8 +165,8 @@ class _Run:
     def _collect(self, item: _Pending) -> None:
         instance = item.instance
         try:
-            result = item.future.result()
-        except _NotCommittedError:
+            result = item.logged.result()
+        except _SkippedError:
             return
         except BaseException as exc:  # the transaction or its log entries failed
             instance.pipeline.discard()

@@ -102,8 +102,19 @@ class GatewayInstance:
     def commit(self, outcome: BatchOutcome) -> IngestResult:
         """Store a processed batch in one transaction, then log it and its rejections.
 
+        Raises:
+            StoreError: the transaction failed (nothing of the batch is stored).
+            LogError: a log entry could not be written (the batch is stored).
+        """
+        result = self.store_batch(outcome)
+        self.log_batch(result)
+        return result
+
+    def store_batch(self, outcome: BatchOutcome) -> IngestResult:
+        """Store a processed batch's accepted readings in one transaction.
+
         May run on another thread than :meth:`process`, one call at a time per instance and
-        in processing order: it touches the store and the logs, not the pipeline.
+        in processing order: it touches the store, not the pipeline.
 
         Raises:
             StoreError: the transaction failed (nothing of the batch is stored).
@@ -115,8 +126,17 @@ class GatewayInstance:
                 result.duplicates += 1
             else:
                 result.accepted.append((reading, rid))
-        self._log(result)
         return result
+
+    def log_batch(self, result: IngestResult) -> None:
+        """Write a stored batch to the logs: its rejections, its readings per consumer.
+
+        May run on another thread, one call at a time per instance, in processing order.
+
+        Raises:
+            LogError: an entry could not be written.
+        """
+        self._log(result)
 
     def settle(self, frames: int, outcome: BatchOutcome, result: IngestResult) -> None:
         """Take a committed batch out of the pipeline's overlay and count it (processing thread)."""
