@@ -484,14 +484,22 @@ def _stored_digests(db: sqlite3.Connection, digests: list[bytes]) -> set[bytes]:
     return found
 
 
-def _value_rows(new: list[tuple[int, Reading]]) -> Iterator[tuple[Any, ...]]:
-    for rid, reading in new:
-        for pos, v in enumerate(reading.values):
-            yield (rid, pos, v.quantity, v.unit, float(v.value), *_value_key_tail(v))
-
-
-def _value_key_tail(v: Value) -> tuple[int, int, int, str]:
-    return (v.storage_number, v.tariff, v.subunit, v.function)
+def _value_rows(new: list[tuple[int, Reading]]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            rid,
+            pos,
+            v.quantity,
+            v.unit,
+            float(v.value),
+            v.storage_number,
+            v.tariff,
+            v.subunit,
+            v.function,
+        )
+        for rid, reading in new
+        for pos, v in enumerate(reading.values)
+    ]
 
 
 def _next_states(states: dict[str, MeterState], new: list[Reading]) -> dict[str, MeterState]:
