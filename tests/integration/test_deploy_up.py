@@ -64,7 +64,11 @@ def relocated(folder: Path) -> Relocated:
     ports: dict[int, int] = {}
 
     def move(match: re.Match[str]) -> str:
-        return str(ports.setdefault(int(match.group(0)), free_port()))
+        old = int(match.group(0))
+        if old not in ports:  # two deploy ports never share one
+            fresh = (p for p in (free_port() for _ in range(100)) if p not in ports.values())
+            ports[old] = next(fresh)
+        return str(ports[old])
 
     moved = PORT.sub(move, text)
     (folder / "deploy").mkdir(parents=True)
