@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, TestbedError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["CrlFetcher", "Publisher"]
 
@@ -75,6 +77,8 @@ class CrlFetcher:
 
     async def fetch(self) -> None:
         """Download each URL and store it as PEM; raise ConfigError on the first failure."""
+        import aiohttp  # loaded on the first fetch: it is a quarter second of every start
+
         self.folder.mkdir(parents=True, exist_ok=True)
         timeout = aiohttp.ClientTimeout(total=10.0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -102,6 +106,8 @@ class CrlFetcher:
                 self.log.warning("crl_fetch_failed", setting=self.key, error=str(exc))
 
     async def _get(self, session: aiohttp.ClientSession, url: str) -> bytes:
+        import aiohttp
+
         try:
             async with session.get(url) as response:
                 if response.status != 200:
