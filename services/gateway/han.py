@@ -47,7 +47,7 @@ from smtestbed.proto import cls, han, topics, wan
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api, cls_proxy, crl_fetch, framed_tls, timesync
+from smtestbed.services.gateway import api, cls_proxy, crl_fetch, framed_tls, timesync, unsafe
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.logchain import read_entries
@@ -169,19 +169,25 @@ class HanServer:
         cfg = self.cfg
         if not cfg.han_cert or not cfg.han_key or not cfg.han_trust:
             raise ConfigError("han_listen needs han_cert, han_key and han_trust", key="gateway")
-        return tls.server_context(
+        ctx = tls.server_context(
             Path(cfg.han_cert),
             Path(cfg.han_key),
             [Path(p) for p in cfg.han_chain],
             [Path(p) for p in cfg.han_trust],
-            [*(Path(p) for p in cfg.han_crls), *self.crls.files()],
+            self.crl_files(),
             groups=cfg.wan_groups,
         )
+        return unsafe.tls_context(ctx, self.inst.skipped)
+
+    def crl_files(self) -> list[Path]:
+        """Return the CRL files HAN clients are checked with (configured and fetched)."""
+        return [*(Path(p) for p in self.cfg.han_crls), *self.crls.files()]
 
     # -- connections -----------------------------------------------------------
 
     def _connected(self, peer: tls.Peer, where: str) -> None:
         self.counts["sessions"] += 1
+        unsafe.count_revoked(self.inst.skipped, peer, self.crl_files())
         fields = {"peer": where, "role": peer.role, "subject": peer.common_name}
         self._system_log("han_connected", fields)
 

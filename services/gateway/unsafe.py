@@ -18,18 +18,21 @@ that check is made:
 - ``update_signature``, ``update_version``: the downloader's signature and newer-version
   checks of a firmware bundle;
 - ``log_chain``: log verification (``gateway.verify_log``) reports every log as intact;
-- ``crl`` (the CRL check on the WAN and HAN TLS handshakes) is named but cannot be
-  switched off yet: asking for it is a ConfigError rather than a switch that does nothing.
+- ``crl``: the CRL check on the WAN and HAN TLS handshakes (the chain is still checked);
+  a peer whose certificate the loaded CRLs list is then served, and counted.
 
 Every time a switched-off check would have fired it is counted (``checks_skipped``).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from cryptography.x509.oid import NameOID
 from smtestbed.proto.wmbus import decode_telegram
 from smtestbed.proto.wmbus.link import BLOCK_SIZE, HEADER_SIZE, format_a_size
 from smtestbed.proto.wmbus.security import (
@@ -40,6 +43,7 @@ from smtestbed.proto.wmbus.security import (
     derive_key,
     mode5_iv,
 )
+from smtestbed.services._runtime import pki, tls
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError
 
 CHECKS = (
@@ -52,8 +56,9 @@ CHECKS = (
     "update_signature",
     "update_version",
     "log_chain",
+    "crl",
 )
-NOT_YET = ("crl",)
+NOT_YET: tuple[str, ...] = ()  # named checks that cannot be switched off (none left)
 KEY = "gateway.unsafe_skip_checks"
 
 
@@ -100,6 +105,31 @@ def parse(names: Iterable[str]) -> SkippedChecks:
     if unknown:
         raise ConfigError(f"unknown check {unknown[0]!r} (known: {', '.join(CHECKS)})", key=KEY)
     return SkippedChecks(given)
+
+
+def tls_context(ctx: ssl.SSLContext, skipped: SkippedChecks) -> ssl.SSLContext:
+    """Return ``ctx``; with ``crl`` switched off, its handshakes no longer consult the CRLs."""
+    if "crl" in skipped.names:
+        ctx.verify_flags &= ~ssl.VERIFY_CRL_CHECK_CHAIN
+    return ctx
+
+
+def count_revoked(skipped: SkippedChecks, peer: tls.Peer, crls: Iterable[Path]) -> None:
+    """With ``crl`` off, count a served peer whose certificate one of ``crls`` lists."""
+    if "crl" not in skipped.names:
+        return
+    serial = int(peer.serial, 16)
+    for path in crls:
+        try:
+            listed = pki.read_crls(path)
+        except ConfigError:  # a CRL file being replaced: nothing to count from it
+            continue
+        for crl in listed:
+            issuer = crl.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+            named = bool(issuer) and issuer[0].value == peer.issuer
+            if named and crl.get_revoked_certificate_by_serial_number(serial) is not None:
+                skipped.skips("crl")
+                return
 
 
 def strip_crcs_unchecked(frame: bytes) -> bytes:

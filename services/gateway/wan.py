@@ -46,7 +46,15 @@ from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime import pki, tls
 from smtestbed.services._runtime.clock import SimClock
 from smtestbed.services._runtime.errors import ConfigError, RequestError, TestbedError
-from smtestbed.services.gateway import api, certstore, crl_fetch, framed_tls, rotation, wakeup
+from smtestbed.services.gateway import (
+    api,
+    certstore,
+    crl_fetch,
+    framed_tls,
+    rotation,
+    unsafe,
+    wakeup,
+)
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 
@@ -196,12 +204,14 @@ class WanServer:
 
     def build_context(self, identity: certstore.Identity | None = None) -> ssl.SSLContext:
         """Return a server context with the current TLS identity (or ``identity``) and CRLs."""
-        return tls.server_context(*self._tls_files(identity), groups=self.cfg.wan_groups)
+        ctx = tls.server_context(*self._tls_files(identity), groups=self.cfg.wan_groups)
+        return unsafe.tls_context(ctx, self.instances[self.name].skipped)
 
     def client_context(self, check_hostname: bool) -> ssl.SSLContext:
         """Return a client context with the current TLS identity and CRLs (wake-up calls)."""
         files = self._tls_files(None)
-        return tls.client_context(*files, groups=self.cfg.wan_groups, check_hostname=check_hostname)
+        ctx = tls.client_context(*files, groups=self.cfg.wan_groups, check_hostname=check_hostname)
+        return unsafe.tls_context(ctx, self.instances[self.name].skipped)
 
     def _tls_files(
         self, identity: certstore.Identity | None
@@ -246,6 +256,7 @@ class WanServer:
 
     def _connected(self, peer: tls.Peer, where: str) -> None:
         self.counts["sessions"] += 1
+        unsafe.count_revoked(self.instances[self.name].skipped, peer, self.crl_files())
         self.system_log(
             "wan_connected", {"peer": where, "role": peer.role, "subject": peer.common_name}
         )

@@ -4,11 +4,18 @@ not when switched off, and the suppressed firing is counted."""
 from __future__ import annotations
 
 import dataclasses
+import ssl
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from smtestbed.proto.wmbus import decode_telegram, encode_telegram
 from smtestbed.proto.wmbus.link import add_crcs_a
+from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.config import load_config
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services.gateway.config import GatewayConfig
@@ -16,7 +23,13 @@ from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.processing import Pipeline, Plausibility
 from smtestbed.services.gateway.schema import MeterEntry, MeterState, Reading, Reason, Rejection
 from smtestbed.services.gateway.service import Gateway
-from smtestbed.services.gateway.unsafe import CHECKS, SkippedChecks, parse
+from smtestbed.services.gateway.unsafe import (
+    CHECKS,
+    SkippedChecks,
+    count_revoked,
+    parse,
+    tls_context,
+)
 
 from tests.unit.gateway.test_processing import (
     KEY,
@@ -211,11 +224,59 @@ def test_an_unknown_check_name_is_a_config_error_naming_the_setting(tmp_path: Pa
         Gateway(config)
 
 
-def test_every_switchable_check_name_is_accepted_and_crl_is_refused() -> None:
-    """All nine switchable names parse; ``crl`` is refused rather than silently kept on;
-    the default switches nothing off."""
+def test_every_switchable_check_name_is_accepted() -> None:
+    """All ten names parse, crl among them; the default switches nothing off."""
     assert parse(CHECKS).names == frozenset(CHECKS)
-    assert len(CHECKS) == 9
-    with pytest.raises(ConfigError, match=r"^gateway\.unsafe_skip_checks: check 'crl' cannot"):
-        parse(["mac", "crl"])
+    assert len(CHECKS) == 10
+    assert "crl" in parse(["mac", "crl"]).names
     assert not parse(GatewayConfig().unsafe_skip_checks)
+
+
+def _crl_listing(folder: Path, issuer: str, serial: int) -> Path:
+    """Write a PEM CRL of CA ``issuer`` that lists ``serial``; return its path."""
+    key = ec.generate_private_key(ec.BrainpoolP256R1())
+    now = datetime.now(UTC)
+    revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .last_update(now)
+        .next_update(now + timedelta(days=1))
+        .add_revoked_certificate(revoked)
+        .sign(key, hashes.SHA256())
+    )
+    path = folder / f"{issuer.replace(' ', '-')}.crl.pem"
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _peer(serial: int, issuer: str) -> tls.Peer:
+    return tls.Peer(
+        role="GWA", common_name="gwa1.emt.test.example", serial=f"{serial:x}", issuer=issuer
+    )
+
+
+def test_crl_switched_off_counts_only_a_peer_its_issuers_crl_lists(tmp_path: Path) -> None:
+    """A served peer is counted when its issuer's CRL lists its serial; not otherwise."""
+    crl = _crl_listing(tmp_path, "Test EMT Sub-CA", 0x5F3A)
+    other = _crl_listing(tmp_path, "Test SMGW Sub-CA", 0x77)
+    skipped = SkippedChecks(["crl"])
+    count_revoked(skipped, _peer(0x5F3B, "Test EMT Sub-CA"), [crl, other])  # not listed
+    count_revoked(skipped, _peer(0x77, "Test EMT Sub-CA"), [crl, other])  # other CA's serial
+    assert skipped.total == 0
+    count_revoked(skipped, _peer(0x5F3A, "Test EMT Sub-CA"), [other, crl])
+    assert skipped.counts["crl"] == 1
+    kept = SkippedChecks(["mac"])
+    count_revoked(kept, _peer(0x5F3A, "Test EMT Sub-CA"), [crl])
+    assert kept.total == 0
+
+
+def test_crl_switched_off_takes_the_crl_check_out_of_the_tls_context() -> None:
+    """tls_context clears VERIFY_CRL_CHECK_CHAIN only when crl is switched off."""
+    for names, checked in ((["crl"], False), (["mac"], True), ([], True)):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN | ssl.VERIFY_X509_STRICT
+        out = tls_context(ctx, SkippedChecks(names))
+        assert out is ctx
+        assert bool(ctx.verify_flags & ssl.VERIFY_CRL_CHECK_CHAIN) is checked
+        assert ctx.verify_flags & ssl.VERIFY_X509_STRICT
