@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # Debian packages the test suite talks to (real servers, real tools).
 APT_TEST_PACKAGES ?= openssl slapd ldap-utils mosquitto mosquitto-clients chromium
 PYTEST_ARGS ?=
+# Numba caches compiled kernels beside their sources, which for the strict editable install
+# is the link tree under build/ that every `make install` rebuilds: keep the cache outside
+# it, so a second `make demo` or `make test` does not compile every kernel again.
+export NUMBA_CACHE_DIR ?= $(CURDIR)/build/numba-cache
 
 .PHONY: install system-deps lint typecheck unit test demo bench clean
 
