@@ -97,13 +97,29 @@ def services_of(state: TestbedState, *, controller: bool) -> list[dict[str, Any]
         out.append({"name": "timeservice", "run": "wan.timeservice", "after": ["broker", "ca"]})
         gateway_after.append("timeservice")  # the gateway syncs its clock at start
     out.append({"name": "gateway", "run": "gateway", "after": gateway_after})
-    out.append({"name": "channel", "run": "channel", "after": ["broker", "gateway"]})
-    out.append({"name": "sensorfarm", "run": "sensorfarm", "after": ["broker", "channel"]})
+    ordered = _frames_flow_at_start(state)
+    out.append({"name": "channel", "run": "channel", "after": _after("gateway", ordered)})
+    out.append({"name": "sensorfarm", "run": "sensorfarm", "after": _after("channel", ordered)})
     if state.relays or state.wired.relay:
         out.append({"name": "iohw", "run": "iohw", "after": ["broker"]})
     if controller:
         out.append({"name": "controller", "run": "controller", "after": ["broker"]})
     return out
+
+
+def _frames_flow_at_start(state: TestbedState) -> bool:
+    """Return True unless no frame can move before the controller advances the clock.
+
+    With request stepping and no wired line, nothing flows on the simulation plane until
+    the controller advances, which it does only once every service is ready: farm, channel
+    and gateway then start together instead of downstream first, one after the other.
+    """
+    stepped = state.clock.mode == "stepped" and state.clock.step_control == "request"
+    return not stepped or state.wired.enabled
+
+
+def _after(downstream: str, ordered: bool) -> list[str]:
+    return ["broker", downstream] if ordered else ["broker"]
 
 
 def _farm(state: TestbedState, folder: Path, output: str, mbus: str) -> dict[str, Any]:
