@@ -5,6 +5,10 @@
 ``stepped``: it stands still until :meth:`SimClock.advance_to` moves it;
 sleepers wake exactly when their time is reached, so a stepped run gives the
 same result however fast the host is.
+
+The clock reads ``start`` at wall time ``epoch`` (default: when it is made).
+Processes given the same ``start`` and ``epoch`` read the same time in every
+mode but ``stepped``; ``smtb up`` hands its own start to all its services.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class SimClock:
         *,
         scale: float = 1.0,
         start: float | None = None,
+        epoch: float | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         if mode not in MODES:
@@ -38,11 +43,16 @@ class SimClock:
         self.mode = mode
         self.scale = scale if mode == "scaled" else 1.0
         self._wall = wall
-        self._wall0 = wall()
+        self._wall0 = epoch if epoch else wall()
         self._start = start if start else self._wall0
         self._stepped_now = self._start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._tie = itertools.count()
+
+    @property
+    def epoch(self) -> float:
+        """Wall time at which this clock read its start."""
+        return self._wall0
 
     def now(self) -> float:
         """Return the current simulation time."""

@@ -58,6 +58,9 @@ class ServiceConfig:
     clock_mode: str = choice("realtime", "realtime", "scaled", "stepped", help="simulation clock")
     clock_scale: float = doc(1.0, "simulated seconds per wall second in scaled mode")
     clock_start: float = doc(0.0, "simulation start, s since the Unix epoch (0: now)")
+    clock_epoch: float = doc(
+        0.0, "wall time at which the clock reads clock_start (0: at start; smtb up shares its own)"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -75,7 +75,10 @@ class Service(ABC):
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.clock = SimClock(
-            config.clock_mode, scale=config.clock_scale, start=config.clock_start or None
+            config.clock_mode,
+            scale=config.clock_scale,
+            start=config.clock_start or None,
+            epoch=config.clock_epoch or None,
         )
         self.log = smtb_logging.get_logger()
         self._bus: BusClient | None = None
@@ -192,6 +195,7 @@ class ServiceRunner:
                 "service": self.service.service,
                 "pid": os.getpid(),
                 "t_sim": self.service.clock.now(),
+                "clock_epoch": self.service.clock.epoch,
             }
 
         async def counters(params: Any, env: Envelope) -> Any:

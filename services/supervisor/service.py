@@ -86,7 +86,12 @@ class Supervisor(Service):
         self.log.info("child_starting", name=spec.name, run=spec.run)
         spawning = asyncio.ensure_future(
             asyncio.to_thread(
-                process.spawn, argv, ready_timeout=self.cfg.ready_timeout_s, stdout=out, stderr=out
+                process.spawn,
+                argv,
+                env=self._clock_env(),
+                ready_timeout=self.cfg.ready_timeout_s,
+                stdout=out,
+                stderr=out,
             )
         )
         try:
@@ -100,6 +105,10 @@ class Supervisor(Service):
         assert child.proc is not None
         child.started = time.monotonic()
         self.log.info("child_started", name=spec.name, pid=child.proc.pid)
+
+    def _clock_env(self) -> dict[str, str]:
+        """One simulation clock for all services: each reads ``clock_start`` at this epoch."""
+        return {"SMTB_COMMON_CLOCK_EPOCH": repr(self.clock.epoch)}
 
     def _log_file(self, child: Child) -> IO[bytes] | None:
         if not self.cfg.log_dir:

@@ -101,7 +101,13 @@ def test_up_restarts_a_killed_service_and_stops_all_on_interrupt(
         )
         status = await fetch_status(endpoints, 2.0)
         pids = [s["pid"] for s in status["services"]] + [status["broker"]["pid"]]
+        async with bus_client(endpoints) as client:
+            for name in ("ticker-a", "ticker-b"):  # started at different times, one restarted
+                pong = await client.request(name, topics.SERVICE_PING, timeout=5.0)
+                epochs.add(pong["clock_epoch"])
         return event.body, after, pids
+
+    epochs: set[float] = set()
 
     try:
         event, after, pids = asyncio.run(scenario())
@@ -110,6 +116,7 @@ def test_up_restarts_a_killed_service_and_stops_all_on_interrupt(
     finally:
         if up.poll() is None:
             up.kill()
+    assert len(epochs) == 1, f"services of one smtb up read different clocks: {epochs}"
     assert event["restarts"] == 1
     assert after["ticker-a"]["restarts"] == 1
     assert after["ticker-a"]["pid"] == event["pid"]

@@ -35,6 +35,18 @@ def test_scaled_runs_k_times_as_fast() -> None:
     assert clock.now() == 121.0
 
 
+def test_clocks_sharing_an_epoch_agree_whenever_they_were_made() -> None:
+    """Two scaled clocks made 30 wall seconds apart read the same time given one epoch."""
+    wall = FakeWall()
+    first = SimClock("scaled", scale=60.0, start=7200.0, epoch=wall.t, wall=wall)
+    wall.t += 30.0
+    late = SimClock("scaled", scale=60.0, start=7200.0, epoch=first.epoch, wall=wall)
+    alone = SimClock("scaled", scale=60.0, start=7200.0, wall=wall)
+    wall.t += 1.0
+    assert late.now() == first.now() == 7200.0 + 31 * 60
+    assert alone.now() == 7200.0 + 60  # without the epoch it starts when it is made
+
+
 def test_stepped_stands_still_until_advanced_and_wakes_sleepers_in_order() -> None:
     """Stepped: sleepers wake exactly when their time is reached, in time order."""
 
