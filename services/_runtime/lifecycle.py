@@ -4,9 +4,10 @@ A service implements ``async def run(self, ready)``: it sets itself up, calls
 ``ready.set()`` and then works until cancelled. The runner around it
 
 - connects the bus, answers ``service.ping`` and ``service.get_counters``;
-- on ``ready.set()``: writes ``ready`` to the file descriptor named in
-  ``SMTB_READY_FD`` (how a supervisor or test learns of it), announces the
-  service to the broker, publishes ``service.ready`` and starts heartbeats;
+- on ``ready.set()``: announces the service to the broker and, once the
+  broker routes requests to it, writes ``ready`` to the file descriptor named
+  in ``SMTB_READY_FD`` (how a supervisor or test learns of it), publishes
+  ``service.ready`` and starts heartbeats;
 - on SIGTERM or the first Ctrl-C: cancels ``run`` (a graceful stop: the
   service's ``finally`` blocks run), says BYE and closes every socket with
   linger 0; a second Ctrl-C ends the process at once;
@@ -177,16 +178,24 @@ class ServiceRunner:
                 task.cancel()
 
     def _on_ready(self) -> None:
-        svc = self.service
+        bus = self.service._bus
+        if bus is None:
+            self._declare_ready()
+        else:
+            self._spawn(self._register(bus))
+
+    async def _register(self, bus: BusClient) -> None:
+        # Ready means "answers requests": a request sent the moment a supervisor or test
+        # learns of readiness must find the service in the broker's registry.
+        await bus.rpc.register()
+        self._spawn(bus.rpc.heartbeat_forever())
+        self._declare_ready()
+        bus.publish(topics.SERVICE_READY, {"service": self.service.service, "pid": os.getpid()})
+
+    def _declare_ready(self) -> None:
         self.ready.set()
         _notify_ready()
-        svc.log.info("service_ready")
-        bus = svc._bus
-        if bus is None:
-            return
-        self._spawn(bus.rpc.announce())
-        self._spawn(bus.rpc.heartbeat_forever())
-        bus.publish(topics.SERVICE_READY, {"service": svc.service, "pid": os.getpid()})
+        self.service.log.info("service_ready")
 
     def _install_handlers(self, bus: BusClient) -> None:
         async def ping(params: Any, env: Envelope) -> Any:

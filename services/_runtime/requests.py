@@ -83,6 +83,31 @@ class RpcPeer:
             body = msgpack.packb(self.info.to_map(), use_bin_type=True)
             await self._sock.send_multipart([rpc.TAG, rpc.HELLO, self.name.encode(), body])
 
+    async def register(self, *, attempt_s: float = 2.0) -> None:
+        """Announce this service; return once the broker routes requests to it.
+
+        HELLO has no answer, so a ``service.ping`` to this service's own name follows it
+        on the same socket: the broker handles the two in order, and the ping coming back
+        through the broker proves the registration. Both are sent again while the broker
+        stays silent (not started yet).
+
+        Args:
+            attempt_s: time to wait for the ping of one attempt, s.
+
+        Raises:
+            UnknownServiceError, ServiceUnavailableError: the broker refused the announcement.
+        """
+        while True:
+            await self.announce()
+            try:
+                await self.request(self.name, topics.SERVICE_PING, timeout=attempt_s, retries=0)
+            except RemoteError:
+                return  # this service answered (without a ping handler): it is routed
+            except RequestTimeoutError:
+                self._log.warning("broker_silent", endpoint=self.endpoint, waited_s=attempt_s)
+                continue
+            return
+
     async def heartbeat_forever(self) -> None:
         """Send a heartbeat every ``heartbeat_s`` until cancelled."""
         assert self.info is not None
