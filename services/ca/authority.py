@@ -355,6 +355,10 @@ class Authority:
         if self.events is not None:
             self.events(kind, body)
 
+    def report_refused(self, action: str, exc: RequestError, **extra: Any) -> None:
+        """Report a request the HTTP layer refused (``ca.request_refused``)."""
+        self._refused(action, exc, **extra)
+
     def _refused(self, action: str, exc: RequestError, **extra: Any) -> None:
         self._emit(
             topics.CA_REQUEST_REFUSED, action=action, field=exc.field, error=str(exc), **extra

@@ -7,6 +7,12 @@
                        "certificate": PEM, "chain": [PEM, ...]}`` (issuing CA first).
 ``POST /revoke``       JSON ``{"serial": HEX, "reason": NAME, "token": T}``; instead of a
                        token, ``Authorization: Bearer <admin secret>``. 200 with the record.
+``POST /token``        JSON ``{"profile": NAME, "subject": CN, "purpose": "issue"|"revoke"}``
+                       with ``Authorization: Bearer <admin secret>``: a one-time enrolment
+                       token bound to them. 201 with ``{"token", "purpose", "profile",
+                       "subject", "expires"}``; 401 without the header, 403 for a wrong
+                       secret, 422 for a bad profile, subject or purpose (400 for
+                       a body that is not a JSON object).
 ``GET /ca/<n>.crt``    CA certificate, DER, ``application/pkix-cert`` (``root``, ``smgw``, ``emt``).
 ``GET /crl/<n>.crl``   current CRL, DER, ``application/pkix-crl``; ``Expires`` = nextUpdate.
 ``GET /status``        CAs, current CRL numbers, certificate counts.
@@ -14,7 +20,8 @@
 
 Every refusal is JSON ``{"error": MESSAGE, "field": NAME}``: 400 for a bad
 request, 403 when the requester is not authorised, 404 for an unknown CA,
-certificate or path, 405, 413 for a body over 64 KiB.
+certificate or path, 405, 413 for a body over 64 KiB. Each refused issue,
+revocation or token request is also a ``ca.request_refused`` event.
 
 This first version serves plain HTTP, so requesters authenticate with
 tokens. When the app runs behind TLS with client certificates (the server
@@ -56,6 +63,7 @@ def make_app(authority: Authority, *, admin_secret: str = "") -> web.Application
     app[ADMIN_SECRET] = admin_secret
     app.router.add_post("/issue", _issue)
     app.router.add_post("/revoke", _revoke)
+    app.router.add_post("/token", _token)
     app.router.add_get("/ca/{name:[a-z0-9-]+}.crt", _ca_certificate)
     app.router.add_get("/crl/{name:[a-z0-9-]+}.crl", _crl)
     app.router.add_get("/status", _status)
@@ -167,6 +175,38 @@ def _record_json(record: CertRecord) -> dict[str, Any]:
         "reason": record.reason,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
     }
+
+
+# -- tokens -------------------------------------------------------------------
+
+
+class _UnauthenticatedError(RefusedError):
+    """No admin secret was presented (HTTP 401)."""
+
+
+async def _token(request: web.Request) -> web.Response:
+    """Create a one-time token for the admin; every refusal is reported as an event."""
+    authority = request.app[AUTHORITY]
+    try:
+        if "Authorization" not in request.headers:
+            raise _UnauthenticatedError("admin secret required (Bearer)", field="authorization")
+        _is_admin(request)
+        body = await _json_object(request)
+        profile, subject = _text(body, "profile"), _text(body, "subject")
+        purpose = _text(body, "purpose", required=False) or "issue"
+        token = authority.create_token(profile=profile, subject=subject, purpose=purpose)
+    except RequestError as exc:
+        authority.report_refused("token", exc)
+        if isinstance(exc, _UnauthenticatedError):
+            headers = {"WWW-Authenticate": 'Bearer realm="ca"'}
+            return web.json_response(
+                {"error": str(exc), "field": exc.field}, status=401, headers=headers
+            )
+        status = 403 if isinstance(exc, RefusedError) else 400 if exc.field == "body" else 422
+        return _error(status, str(exc), exc.field)
+    expires = authority.now() + authority.policy.token_ttl
+    answer = {"token": token, "purpose": purpose, "profile": profile, "subject": subject}
+    return web.json_response({**answer, "expires": expires.isoformat()}, status=201)
 
 
 # -- publishing ---------------------------------------------------------------
