@@ -23,6 +23,7 @@ from smtestbed.proto import topics
 from smtestbed.proto.batch import FrameBatch
 from smtestbed.proto.envelope import Envelope, EnvelopeError, check_event_frames, pack
 from smtestbed.services._runtime.config import ServiceConfig
+from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services._runtime.logging import get_logger
 
 # A subscriber's last subscription is a topic of its own under READY_PREFIX; the broker
@@ -341,6 +342,20 @@ class Subscription:
         closing(self._sock)
 
 
+def attach(sock: zmq.Socket[Any], endpoint: str, *, bind: bool) -> None:
+    """Bind or connect ``sock``; on failure close it and raise ConfigError naming the endpoint.
+
+    An unclosed socket would keep its context from terminating, so a service that
+    cannot bind (address in use, bad endpoint) would hang on its way out instead of
+    exiting with the reason.
+    """
+    try:
+        (sock.bind if bind else sock.connect)(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise ConfigError(f"cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from exc
+
+
 class BatchPusher:
     """Send frame batches to one stage of the simulation plane (PUSH)."""
 
@@ -358,7 +373,7 @@ class BatchPusher:
         self._sock = ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
-        (self._sock.bind if bind else self._sock.connect)(endpoint)
+        attach(self._sock, endpoint, bind=bind)
 
     async def send(
         self, batch: FrameBatch, *, t_sim: float, kind: str = topics.FRAME_BATCH
@@ -387,7 +402,7 @@ class BatchPuller:
         self._sock = ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
-        (self._sock.bind if bind else self._sock.connect)(endpoint)
+        attach(self._sock, endpoint, bind=bind)
         self._on_reject = on_reject
         self.gaps = GapTracker()
         self.rejected = 0
