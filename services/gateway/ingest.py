@@ -1,10 +1,15 @@
 """Ingest of many batches with the commits overlapped: processing never waits for a disk.
 
 :meth:`GatewayInstance.ingest` processes a batch, commits it and logs it, one after the
-other. Most of a commit is SQLite writing pages and syncing the WAL and the signing of the
-log entries, and both run without the GIL. :class:`Committer` runs that part of each batch
-on worker threads while the calling thread processes the next batch (of the same instance
-or the next one), so that the processing and the commits overlap.
+other. Most of a commit with ``synchronous=FULL`` is the sync of the WAL file, which runs
+without the GIL, and most of logging is the signing of the entries. :class:`Committer`
+processes each batch and writes its rows on the calling thread, in a transaction left open
+(:meth:`GatewayInstance.stage_batch`), and runs the ``COMMIT`` and the log entries on
+worker threads while the calling thread goes on with the next batch (of the same instance
+or the next one). So the processing overlaps the syncs, and the syncs of different
+instances (one file each) overlap each other. The rows are not written on a worker: the
+sqlite3 module lets go of the GIL for every row, and a worker would wait for the
+processing thread to give it back after each one.
 
 What a batch may count on is unchanged:
 
@@ -33,6 +38,7 @@ from typing import Self
 
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import BatchOutcome
+from smtestbed.services.gateway.store import StagedBatch
 
 Frames = Sequence[tuple[bytes, float]]
 Job = tuple[GatewayInstance, Frames]
@@ -62,12 +68,14 @@ def _failed(before: Future[IngestResult] | None) -> bool:
     return before is not None and before.exception() is not None
 
 
-def _store_after(
-    before: Future[IngestResult] | None, instance: GatewayInstance, outcome: BatchOutcome
-) -> IngestResult:
-    if _failed(before):
-        raise _SkippedError
-    return instance.store_batch(outcome)
+def _commit(instance: GatewayInstance, outcome: BatchOutcome, staged: StagedBatch) -> IngestResult:
+    return instance.finish_batch(outcome, staged)
+
+
+def _refused(exc: BaseException) -> Future[IngestResult]:
+    done: Future[IngestResult] = Future()
+    done.set_exception(exc)
+    return done
 
 
 def _log_after(
@@ -140,17 +148,32 @@ class _Run:
         self.error: BaseException | None = None
 
     def submit(self, instance: GatewayInstance, frames: Frames) -> None:
-        """Process a batch here and hand its commit to the pool (unless its instance failed).
+        """Process and write a batch here and hand its commit to the pool.
 
-        The transaction waits for the instance's previous transaction, the log entries for
-        this transaction and for the previous batch's log entries.
+        The rows are written on this thread (a worker inserting them would wait for the GIL
+        after every row); the batch is processed while the instance's previous transaction
+        commits, and written once that has committed (its instance takes no batch once a
+        transaction failed). The log entries wait for this commit and for the previous
+        batch's log entries.
         """
         key = id(instance)
         if key in self.failed:
             return
         outcome = instance.process(frames)
         before_store, before_log = self.last.get(key, (None, None))
-        stored = self.pool.submit(_store_after, before_store, instance, outcome)
+        if _failed(before_store):
+            stored = _refused(_SkippedError())
+        else:
+            try:
+                staged = instance.stage_batch(outcome)
+            except Exception as exc:  # StoreError (or RequestError): nothing was written
+                stored = _refused(exc)
+            else:
+                try:
+                    stored = self.pool.submit(_commit, instance, outcome, staged)
+                except BaseException:
+                    staged.rollback()
+                    raise
         logged = self.pool.submit(_log_after, stored, before_log, instance)
         self.last[key] = (stored, logged)
         self.pending.append(_Pending(instance, len(frames), outcome, stored, logged))

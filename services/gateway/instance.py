@@ -19,7 +19,7 @@ from smtestbed.services.gateway.logs import LogSet
 from smtestbed.services.gateway.processing import BatchOutcome, Pipeline, Plausibility
 from smtestbed.services.gateway.registry import Registry
 from smtestbed.services.gateway.schema import MeterEntry, Reading, Rejection
-from smtestbed.services.gateway.store import Store
+from smtestbed.services.gateway.store import StagedBatch, Store
 from smtestbed.services.gateway.unsafe import SkippedChecks
 
 
@@ -50,6 +50,17 @@ class InstanceCounters:
             "rejected": dict(self.rejected),
             "rejected_total": sum(self.rejected.values()),
         }
+
+
+def _stored(outcome: BatchOutcome, ids: Sequence[int | None]) -> IngestResult:
+    """Return the result of a committed batch: its new readings with their ids."""
+    result = IngestResult(rejected=outcome.rejected, duplicates=outcome.duplicates)
+    for reading, rid in zip(outcome.accepted, ids, strict=True):
+        if rid is None:
+            result.duplicates += 1
+        else:
+            result.accepted.append((reading, rid))
+    return result
 
 
 class GatewayInstance:
@@ -119,14 +130,26 @@ class GatewayInstance:
         Raises:
             StoreError: the transaction failed (nothing of the batch is stored).
         """
-        ids = self.store.commit_processed(outcome.accepted)
-        result = IngestResult(rejected=outcome.rejected, duplicates=outcome.duplicates)
-        for reading, rid in zip(outcome.accepted, ids, strict=True):
-            if rid is None:
-                result.duplicates += 1
-            else:
-                result.accepted.append((reading, rid))
-        return result
+        return _stored(outcome, self.store.commit_processed(outcome.accepted))
+
+    def stage_batch(self, outcome: BatchOutcome) -> StagedBatch:
+        """Write a processed batch's accepted readings in a transaction left open.
+
+        :meth:`finish_batch` commits it (on any thread); until then the store is locked,
+        so the next :meth:`stage_batch` of this instance waits for that commit.
+
+        Raises:
+            StoreError: SQLite refused the rows (nothing is kept).
+        """
+        return self.store.stage_processed(outcome.accepted)
+
+    def finish_batch(self, outcome: BatchOutcome, staged: StagedBatch) -> IngestResult:
+        """Commit a batch :meth:`stage_batch` wrote; return what it stored and refused.
+
+        Raises:
+            StoreError: the commit failed (nothing of the batch is stored).
+        """
+        return _stored(outcome, staged.commit())
 
     def log_batch(self, result: IngestResult) -> None:
         """Write a stored batch to the logs: its rejections, its readings per consumer.

@@ -155,6 +155,51 @@ class QueuedRecord:
     created: float
 
 
+class StagedBatch:
+    """A batch written by :meth:`Store.stage_processed` whose transaction is still open.
+
+    Exactly one of :meth:`commit` and :meth:`rollback` ends it, on any thread; the store
+    stays locked until then.
+
+    Attributes:
+        ids: each reading's id, None for a duplicate (valid once committed).
+    """
+
+    __slots__ = ("_db", "_done", "_states", "_store", "ids")
+
+    def __init__(
+        self,
+        store: Store,
+        db: sqlite3.Connection,
+        ids: list[int | None],
+        states: dict[str, MeterState],
+    ) -> None:
+        self._store = store
+        self._db = db
+        self._states = states
+        self._done = False
+        self.ids = ids
+
+    def commit(self) -> list[int | None]:
+        """Commit the transaction (the readings are stored now) and unlock the store.
+
+        Raises:
+            StoreError: the commit failed; nothing of the batch is kept.
+        """
+        self._end(commit=True)
+        return self.ids
+
+    def rollback(self) -> None:
+        """Drop the transaction and unlock the store."""
+        self._end(commit=False)
+
+    def _end(self, *, commit: bool) -> None:
+        if self._done:
+            raise StoreError(f"{self._store.path}: staged batch already ended")
+        self._done = True
+        self._store._finish(self._db, self._states, commit)
+
+
 class Store:
     """One gateway instance's SQLite file: registry, readings, meter state, EMT queue.
 
@@ -275,6 +320,55 @@ class Store:
         and ranges, so of each reading only its time stamp is checked again.
         """
         return self._commit([processed_row(r, i) for i, r in enumerate(readings)], readings)
+
+    def stage_processed(self, readings: Sequence[Reading]) -> StagedBatch:
+        """Write readings built by measurement processing in a transaction left open.
+
+        Like :meth:`commit_processed`, split in two: this call begins the transaction and
+        writes the rows; :meth:`StagedBatch.commit` (on any thread) commits it, which is
+        when the readings are stored. Until then the store is locked: every other call
+        waits, and so does the next :meth:`stage_processed`.
+
+        Raises:
+            RequestError: a reading has a wrong type or value (nothing is written).
+            StoreError: SQLite refused a statement (nothing is kept, the store is unlocked).
+        """
+        rows = [processed_row(r, i) for i, r in enumerate(readings)]
+        self._lock.acquire()
+        try:
+            db = self._live()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    ids = _insert_readings(db, rows)
+                    states = self._write(db, readings, ids)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
+        except BaseException:
+            self._lock.release()
+            raise
+        return StagedBatch(self, db, ids, states)
+
+    def _finish(self, db: sqlite3.Connection, states: dict[str, MeterState], commit: bool) -> None:
+        """End a staged transaction and unlock the store (see :class:`StagedBatch`)."""
+        try:
+            if not commit:
+                db.execute("ROLLBACK")
+                return
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
+            self._states.update(states)
+        finally:
+            self._lock.release()
 
     def _commit(self, rows: list[tuple[Any, ...]], readings: Sequence[Reading]) -> list[int | None]:
         with self.transaction() as db:

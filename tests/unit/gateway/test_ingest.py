@@ -90,22 +90,32 @@ def test_results_are_handed_over_in_batch_order_after_their_commit(
     assert seen == [("gw0", 2), ("gw1", 2), ("gw0", 0), ("gw1", 0), ("gw0", 2), ("gw1", 2)]
 
 
+REFUSALS = {
+    # SQLite refuses the rows as they are written (on the processing thread)
+    "write": "CREATE TRIGGER refuse BEFORE INSERT ON readings BEGIN SELECT RAISE(ABORT, 'full'); "
+    "END",
+    # ... or only the COMMIT, on a commit thread: a deferred foreign key left dangling
+    "commit": "CREATE TABLE nowhere (id INTEGER PRIMARY KEY); "
+    "CREATE TABLE late (id INTEGER REFERENCES nowhere (id) DEFERRABLE INITIALLY DEFERRED); "
+    "CREATE TRIGGER refuse AFTER INSERT ON readings BEGIN INSERT INTO late VALUES (1); END",
+}
+
+
+@pytest.mark.parametrize(("when", "match"), [("write", "full"), ("commit", "FOREIGN KEY")])
 def test_a_failed_commit_stops_its_instance_only_and_leaves_nothing_behind(
-    instances: list[GatewayInstance],
+    instances: list[GatewayInstance], when: str, match: str
 ) -> None:
     """A transaction SQLite refuses: later batches of that instance are not committed, the
     other instance's are, the error is raised, and re-sent frames are accepted afterwards."""
     failing, healthy = instances
     blocker = sqlite3.connect(failing.store.path)
-    blocker.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON readings BEGIN SELECT RAISE(ABORT, 'full'); END"
-    )
+    blocker.executescript(REFUSALS[when])
     blocker.commit()
     first, _, third = batches()
     seen: list[str] = []
     with Committer() as committer:
         jobs = [(failing, first), (healthy, first), (failing, third), (healthy, third)]
-        with pytest.raises(StoreError, match="full"):
+        with pytest.raises(StoreError, match=match):
             committer.ingest(jobs, lambda inst, _: seen.append(inst.name))
         assert seen == ["gw1", "gw1"]
         assert (failing.store.count(), healthy.store.count()) == (0, 4)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -365,3 +367,58 @@ def test_transaction_block_failing_keeps_nothing(open_store: OpenStore) -> None:
     with pytest.raises(StoreError, match="no such table"):
         sqlite_failure()
     assert store.pending("emt-a") == []
+
+
+def test_staged_batch_is_stored_only_once_committed_on_another_thread(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """A staged batch is invisible to other connections and locks the store until its commit,
+    which may run on another thread; a rollback keeps nothing and unlocks the store."""
+    store = open_store()
+    staged = store.stage_processed([reading(0), reading(1)])
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as other:
+        assert other.execute("SELECT count(*) FROM readings").fetchone() == (0,)
+        counted: list[int] = []
+        waiting = threading.Thread(target=lambda: counted.append(store.count()))
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive()  # the store is locked until the commit
+        committer = threading.Thread(target=staged.commit)
+        committer.start()
+        committer.join(10)
+        waiting.join(10)
+        assert counted == [2]
+        assert other.execute("SELECT count(*) FROM readings").fetchone() == (2,)
+    assert staged.ids == [1, 2]
+    assert store.state("12345678") == MeterState(
+        t_sim=900.0,
+        access_number=1,
+        message_counter=1,
+        counters={("energy", "Wh", 0, 0, 0): 1000.0, ("volume", "m^3", 1, 2, 0): 0.5},
+    )
+    before = store.digest()
+    dropped = store.stage_processed([reading(2)])
+    dropped.rollback()
+    with pytest.raises(StoreError, match="already ended"):
+        dropped.commit()
+    assert (store.digest(), store.state("12345678").t_sim) == (before, 900.0)  # type: ignore[union-attr]
+
+
+def test_staged_batch_failing_at_commit_keeps_nothing(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """A constraint SQLite checks only at COMMIT fails the commit: StoreError, nothing kept,
+    the store unlocked and usable."""
+    store = open_store()
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as raw:
+        raw.executescript(
+            "CREATE TABLE late (id INTEGER REFERENCES nowhere (id) DEFERRABLE INITIALLY DEFERRED);"
+            "CREATE TABLE nowhere (id INTEGER PRIMARY KEY);"
+            "CREATE TRIGGER dangle AFTER INSERT ON readings WHEN NEW.meter = 'dangling' "
+            "BEGIN INSERT INTO late VALUES (1); END;"
+        )
+    staged = store.stage_processed([reading(0), reading(1, meter="dangling")])
+    with pytest.raises(StoreError, match="FOREIGN KEY"):
+        staged.commit()
+    assert (store.count(), store.state("12345678"), store.state("dangling")) == (0, None, None)
+    assert store.commit_processed([reading(0)]) == [1]
