@@ -285,6 +285,7 @@ CONTROLLER_OPERATIONS: tuple[str, ...] = (
     "relay",
     "restore_line",
     "revoke",
+    "rotate_certificate",
     "tamper_log",
     "verify_log",
     "wait_event",

@@ -168,7 +168,8 @@ def pki_settings(
     """Return the service settings the state's certificates give (before its own overrides).
 
     ``gateway``: the gateway's WAN endpoint on a free port with that identity, the
-    root as trust anchor and the root's and EMT sub-CA's CRLs fetched from the CA.
+    root as trust anchor and the CRLs of the root and both sub-CAs fetched from the CA
+    (EMT's for its peers, SMGW's to check a certificate it is rotated to).
     ``timeservice``: a time service with that identity the gateway syncs with.
     """
     out: dict[str, dict[str, Any]] = {}
@@ -181,7 +182,8 @@ def pki_settings(
             "wan_key": str(gw.key),
             "wan_chain": [str(gw.chain)],
             "wan_trust": [root],
-            "wan_crl_urls": [f"{ca_url}/crl/{ca}.crl" for ca in ("root", "emt")],
+            # emt: the peers' CA; smgw: its own, so a rotated certificate can be checked.
+            "wan_crl_urls": [f"{ca_url}/crl/{ca}.crl" for ca in ("root", "smgw", "emt")],
         }
     if "timeservice" in certificates:
         ts, port = Identity.of(run_dir, "timeservice"), free_port()

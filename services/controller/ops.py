@@ -1,7 +1,7 @@
 """The operations of the test API, registered in :data:`operations.REGISTRY`.
 
-Each acts through the services' bus requests (or the CA's HTTP API); parameters are
-checked by their spec before anything is sent, and the services check them again.
+Each acts through the services' bus requests; parameters are checked by their spec
+before anything is sent, and the services check them again.
 Importing this module registers them.
 """
 
@@ -11,7 +11,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 from smtestbed.proto import topics
 from smtestbed.services._runtime.errors import PeerError, RemoteError, RequestError
 from smtestbed.services.controller.operations import OpContext, Param, operation
@@ -209,18 +208,6 @@ async def gateway_assign_taf(ctx: OpContext, p: dict[str, Any]) -> Any:
     return await ctx.request(_gw(ctx, p), topics.GATEWAY_ASSIGN_TAF, params)
 
 
-@operation(
-    "certificate",
-    "set",
-    "Have the CA issue a certificate from a CSR (POST /issue of the CA's HTTP API)",
-    Param(name="csr", type="string", required=True, description="PKCS#10 request, PEM"),
-    Param(name="profile", type="string", required=True, description="CA profile"),
-    Param(name="token", type="string", required=True, description="enrolment token"),
-)
-async def certificate(ctx: OpContext, p: dict[str, Any]) -> Any:
-    return await _ca(ctx, "/issue", p)
-
-
 # -- act ---------------------------------------------------------------------------------
 
 
@@ -294,17 +281,6 @@ async def readout(ctx: OpContext, p: dict[str, Any]) -> Any:
 
 
 @operation(
-    "revoke",
-    "act",
-    "Revoke a certificate at the CA (POST /revoke with the admin secret)",
-    Param(name="serial", type="string", required=True, description="serial number, hex"),
-    Param(name="reason", type="string", default="unspecified", description="CRL reason"),
-)
-async def revoke(ctx: OpContext, p: dict[str, Any]) -> Any:
-    return await _ca(ctx, "/revoke", p, admin=True)
-
-
-@operation(
     "push_update",
     "act",
     "Push a firmware update bundle to a gateway instance (gateway.push_update)",
@@ -324,24 +300,6 @@ async def cut_line(ctx: OpContext, p: dict[str, Any]) -> Any:
 @operation("restore_line", "act", "Restore the wired M-Bus line (meter.restore_line)")
 async def restore_line(ctx: OpContext, p: dict[str, Any]) -> Any:
     return await _farm(ctx, topics.METER_RESTORE_LINE, {})
-
-
-async def _ca(ctx: OpContext, path: str, body: dict[str, Any], *, admin: bool = False) -> Any:
-    if not ctx.topology.ca_url:
-        raise RequestError("this testbed runs no CA (state.pki.enabled)", field="operation")
-    headers = {"Authorization": f"Bearer {ctx.topology.ca_secret}"} if admin else {}
-    timeout = aiohttp.ClientTimeout(total=ctx.timeout_s)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.post(ctx.topology.ca_url + path, json=body, headers=headers) as r,
-        ):
-            reply = await r.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise PeerError(f"CA at {ctx.topology.ca_url}: {exc}") from exc
-    if isinstance(reply, dict) and "error" in reply:
-        raise RequestError(f"CA: {reply['error']}", field=str(reply.get("field") or "params"))
-    return reply
 
 
 # -- observe -----------------------------------------------------------------------------
@@ -499,8 +457,9 @@ async def clock(ctx: OpContext, p: dict[str, Any]) -> Any:
     return {n: float(ping["t_sim"]) for n, ping in zip(names, pings, strict=True)}
 
 
-# Operations of the security scenarios (firmware, the gateway's disk, WAN parties) live in
-# their own module; it uses the parameters above, so it is imported last.
-from smtestbed.services.controller import ops_security  # noqa: E402
+# Operations of the security scenarios (firmware, the gateway's disk, WAN parties) and of the
+# PKI (CA, certificate rotation) live in their own modules; they use the parameters above, so
+# they are imported last.
+from smtestbed.services.controller import ops_pki, ops_security  # noqa: E402
 
-_ = ops_security
+_ = ops_security, ops_pki
