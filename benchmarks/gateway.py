@@ -93,8 +93,8 @@ def gateway_rate(
     The first round (one frame per meter) is the untimed warm-up.
     """
     gws = [GatewayInstance(f"gw{k}", root / f"gw{k}") for k in range(instances)]
-    for i in range(len(pop)):
-        gws[i % instances].registry.add(entry(pop, i))
+    for k, gw in enumerate(gws):
+        gw.registry.add_many(entry(pop, i) for i in range(k, len(pop), instances))
     warm = _per_instance(frames[: len(pop)], instances)
     per = _per_instance(frames[len(pop) :], instances)
     with Committer() as committer:

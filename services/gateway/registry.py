@@ -65,6 +65,35 @@ class Registry:
         self._meters[checked.meter] = checked
         return checked
 
+    def add_many(self, entries: Iterable[MeterEntry]) -> list[MeterEntry]:
+        """Register several meters in one transaction; return the stored entries.
+
+        Either all are registered or, when one is refused, none.
+
+        Raises:
+            RequestError: an entry is invalid, or a meter is registered already (or twice
+                in ``entries``); the field names the entry, e.g. ``entries[3].meter``.
+        """
+        checked: list[MeterEntry] = []
+        seen: set[str] = set()
+        for k, entry in enumerate(entries):
+            try:
+                one = validate(entry)
+            except RequestError as exc:
+                where = f"entries[{k}]" + ("" if exc.field == "entry" else f".{exc.field}")
+                message = str(exc).removeprefix(f"{exc.field}: ")
+                raise RequestError(message, field=where) from exc
+            if one.meter in self._meters or one.meter in seen:
+                raise RequestError(
+                    f"meter {one.meter} is already registered", field=f"entries[{k}].meter"
+                )
+            seen.add(one.meter)
+            checked.append(one)
+        with self._store.transaction() as db:
+            db.executemany(_UPSERT, [_row(e) for e in checked])
+        self._meters.update((e.meter, e) for e in checked)
+        return checked
+
     def remove(self, meter: str) -> MeterEntry:
         """Unregister a meter (its stored readings stay); return the removed entry.
 
@@ -89,16 +118,28 @@ class Registry:
         return entry
 
     def _put(self, entry: MeterEntry) -> None:
-        tafs = json.dumps(sorted(t.value for t in entry.tafs))
-        row = (entry.meter, entry.manufacturer, entry.key, entry.security, tafs)
         with self._store.transaction() as db:
-            db.execute(_UPSERT, (*row, entry.consumer, entry.emt))
+            db.execute(_UPSERT, _row(entry))
 
     def _known(self, meter: str) -> MeterEntry:
         entry = self._meters.get(meter)
         if entry is None:
             raise RequestError(f"meter {meter!r} is not registered", field="meter")
         return entry
+
+
+def _row(entry: MeterEntry) -> tuple[Any, ...]:
+    """Return the ``meters`` row of an entry (TAFs as a sorted JSON list)."""
+    tafs = json.dumps(sorted(t.value for t in entry.tafs))
+    return (
+        entry.meter,
+        entry.manufacturer,
+        entry.key,
+        entry.security,
+        tafs,
+        entry.consumer,
+        entry.emt,
+    )
 
 
 def _entry(row: Any) -> MeterEntry:

@@ -146,3 +146,31 @@ def test_assign_tafs_replaces_the_set(store: Store) -> None:
     assert Registry(store).all() == [updated]
     with pytest.raises(RequestError, match="not registered"):
         registry.assign_tafs("87654321", [Taf.TAF1])
+
+
+def test_add_many_registers_all_or_none(store: Store, tmp_path: Path) -> None:
+    """add_many stores every entry in one go; a bad or repeated entry refuses all, naming it."""
+    registry = Registry(store)
+    registry.add(entry("00000009"))
+    before = store.query("SELECT * FROM meters ORDER BY meter")
+    refusals = [
+        ([entry("00000001"), entry("0000000X")], "entries[1].meter"),
+        ([entry("00000001"), entry("00000001")], "entries[1].meter"),
+        ([entry("00000001"), entry("00000009")], "entries[1].meter"),
+        ([entry("00000001", tafs=frozenset({"taf3"}))], "entries[0].tafs"),
+        ([entry("00000001"), "00000002"], "entries[1]"),
+    ]
+    for entries, field in refusals:
+        with pytest.raises(RequestError) as caught:
+            registry.add_many(entries)  # type: ignore[arg-type]
+        assert caught.value.field == field
+        assert store.query("SELECT * FROM meters ORDER BY meter") == before
+        assert registry.get("00000001") is None
+    added = registry.add_many([entry("00000001", tafs=frozenset({"taf7"})), entry("00000002")])
+    assert added[0].tafs == frozenset({Taf.TAF7})
+    store.close()
+    reopened = Store(tmp_path / "gw.db")
+    try:
+        assert [e.meter for e in Registry(reopened).all()] == ["00000001", "00000002", "00000009"]
+    finally:
+        reopened.close()
