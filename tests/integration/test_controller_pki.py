@@ -214,14 +214,15 @@ BAD = [
     ("revoke", {"serial": "1234abcd"}, "serial"),
     ("revoke", {"serial": "1234abcd", "reason": "bored"}, "reason"),
     ("rotate_certificate", {"which": "both"}, "which"),
+    ("rotate_certificate", {"which": "sig"}, "which"),  # this testbed's gateway has no sig cert
     ("rotate_certificate", {"which": "tls", "gateway": "gw9"}, "gateway"),
 ]
 
 
 def test_bad_requests_get_4xx_naming_the_field_and_change_nothing(testbed: Testbed) -> None:
     """Bad PEM, unknown profile, a CN the CA refuses, a wrong token, a bad or unknown serial,
-    a bad which or gateway: 422 naming the field (never 5xx); no certificate issued,
-    revoked or rotated."""
+    a bad which or gateway, a certificate the gateway does not have: 422 naming the field
+    (never 5xx); no certificate issued, revoked or rotated."""
     port = testbed.layout.controller_http
 
     async def body(ctl: Controller) -> tuple[list[tuple[int, Any]], Any, Any, list[Any]]:
