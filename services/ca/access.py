@@ -8,7 +8,8 @@
   role may only act on its own subject (renewal, self-revocation).
 - The **admin** may issue and revoke anything: the operator at the command
   line, who holds the CA directory anyway, and over HTTP whoever presents the
-  admin secret, which the HTTP layer accepts for revocation only.
+  admin secret, which the HTTP layer accepts for revocation and for creating
+  tokens only (issuing still takes a token or a client certificate).
 """
 
 from __future__ import annotations
