@@ -32,8 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from smtestbed.proto import cls, topics, wan
@@ -41,7 +40,6 @@ from smtestbed.proto.delivery import encode_frame, read_message
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.errors import (
     ConfigError,
-    PeerError,
     ProtocolError,
     RequestError,
 )
@@ -58,13 +56,6 @@ __all__ = [
 ]
 
 EMT_ROLE = "EMT"
-
-
-class Publisher(Protocol):
-    """Where events go (the service's bus client)."""
-
-    def publish(self, kind: str, body: Any) -> Any:
-        """Publish one event."""
 
 
 class ChannelRefusedError(RequestError):
@@ -149,13 +140,8 @@ class Flow:
     last: float = 0.0
 
 
-class ChannelFailedError(PeerError):
+class ChannelFailedError(framed_tls.ConnectFailedError):
     """The EMT side of a channel could not be opened."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class ClsProxy:
@@ -166,7 +152,7 @@ class ClsProxy:
         cfg: GatewayConfig,
         inst: GatewayInstance,
         *,
-        bus: Publisher,
+        bus: framed_tls.Publisher,
         clock: Callable[[], float],
         log: Any,
         refused: Refused,
@@ -216,7 +202,7 @@ class ClsProxy:
             await _reply(writer, wan.Reply(id=request.id, ok=True, result=result))
             await self._relay(route, peer, channel, (reader, writer), (emt_reader, emt_writer))
         finally:
-            await _close(emt_writer)
+            await framed_tls.close(emt_writer)
 
     async def _first_request(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -259,44 +245,27 @@ class ClsProxy:
             await asyncio.wait_for(writer.drain(), self.io_timeout_s)
             answer = await asyncio.wait_for(read_message(reader), self.io_timeout_s)
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            await _close(writer)
+            await framed_tls.close(writer)
             raise ChannelFailedError("connection_lost", str(exc) or type(exc).__name__) from exc
         except ProtocolError as exc:
-            await _close(writer)
+            await framed_tls.close(writer)
             raise ChannelFailedError("bad_reply", str(exc)) from exc
         if answer.get("type") != cls.ACCEPTED:
-            await _close(writer)
+            await framed_tls.close(writer)
             reason = str(answer.get("reason", "bad_reply"))[:64]
             raise ChannelFailedError(reason, str(answer.get("detail", answer))[:300])
         return reader, writer
 
     async def _connect(self, route: ClsRoute) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         assert self.files is not None
-        try:
-            context = tls.reload_crls(
-                self.files, server=False, check_hostname=bool(route.server_name)
-            )
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    route.host,
-                    route.port,
-                    ssl=context,
-                    server_hostname=route.server_name or None,
-                    limit=self.max_frame + cls.HEADER.size,
-                ),
-                self.io_timeout_s,
-            )
-        except ConfigError as exc:
-            raise ChannelFailedError("tls_config", str(exc)) from exc
-        except (ssl.SSLError, TimeoutError) as exc:
-            raise ChannelFailedError(tls.refusal_reason(exc), str(exc)) from exc
-        except OSError as exc:
-            raise ChannelFailedError("unreachable", str(exc)) from exc
-        server = tls.peer_of(writer.get_extra_info("ssl_object"))
-        if server.role != EMT_ROLE:
-            await _close(writer)
-            detail = f"server {server.common_name!r} has role {server.role!r}, not {EMT_ROLE}"
-            raise ChannelFailedError("wrong_role", detail)
+        reader, writer, _ = await framed_tls.connect(
+            route,
+            framed_tls.files_context(self.files),
+            timeout_s=self.io_timeout_s,
+            role=EMT_ROLE,
+            error=ChannelFailedError,
+            limit=self.max_frame + cls.HEADER.size,
+        )
         return reader, writer
 
     async def _relay(
@@ -390,25 +359,10 @@ def _tls_files(cfg: GatewayConfig) -> tls.TlsFiles:
             "cls_channels need wan_cert, wan_key and wan_trust (the gateway's TLS identity)",
             key="gateway",
         )
-    files = tls.TlsFiles(
-        cert=Path(cfg.wan_cert),
-        key=Path(cfg.wan_key),
-        chain=tuple(Path(p) for p in cfg.wan_chain),
-        trust_roots=tuple(Path(p) for p in cfg.wan_trust),
-        crls=tuple(Path(p) for p in cfg.wan_crls),
-        groups=cfg.wan_groups,
-    )
-    tls.reload_crls(files, server=False)  # refuse unreadable TLS files at start
-    return files
+    return framed_tls.wan_client_files(cfg)
 
 
 async def _reply(writer: asyncio.StreamWriter, reply: wan.Reply) -> None:
     with contextlib.suppress(ConnectionError, ssl.SSLError):
         writer.write(framed_tls.encode_reply(reply))
         await writer.drain()
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -48,10 +47,13 @@ from smtestbed.proto.delivery import (
     sign_batch,
 )
 from smtestbed.services._runtime import pki, tls
-from smtestbed.services._runtime.errors import ConfigError, PeerError, ProtocolError
+from smtestbed.services._runtime.errors import ConfigError, ProtocolError
+from smtestbed.services.gateway import framed_tls
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.store import QueuedRecord
+
+Publisher = framed_tls.Publisher
 
 __all__ = [
     "DeliveryFailedError",
@@ -69,24 +71,12 @@ __all__ = [
 EMT_ROLE = "EMT"
 
 
-class Publisher(Protocol):
-    """Where events go (the service's bus client)."""
-
-    def publish(self, kind: str, body: Any) -> Any:
-        """Publish one event."""
-
-
-class DeliveryFailedError(PeerError):
+class DeliveryFailedError(framed_tls.ConnectFailedError):
     """A delivery did not get through: the EMT refused it, or the connection failed.
 
     Attributes:
         reason: short cause (a refusal reason of the EMT, a TLS reason, ``unreachable``).
     """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,7 +160,7 @@ class EmtSender:
         *,
         signer: Signer,
         tls_files: tls.TlsFiles,
-        bus: Publisher,
+        bus: framed_tls.Publisher,
         clock: Callable[[], float],
         timing: Timing | None = None,
     ) -> None:
@@ -223,9 +213,7 @@ class EmtSender:
                 acked += await self._exchange(reader, writer, records)
                 records = self._next_batch()
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await framed_tls.close(writer)
         return acked
 
     def _next_batch(self) -> list[QueuedRecord]:
@@ -234,29 +222,13 @@ class EmtSender:
         return [r for r in pending if r.id not in self.refused][:size]
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        ep = self.endpoint
-        try:
-            context = tls.reload_crls(
-                self.tls_files, server=False, check_hostname=bool(ep.server_name)
-            )
-        except ConfigError as exc:
-            raise DeliveryFailedError("tls_config", str(exc)) from exc
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    ep.host, ep.port, ssl=context, server_hostname=ep.server_name or None
-                ),
-                self.timing.io_timeout_s,
-            )
-        except (ssl.SSLError, TimeoutError) as exc:
-            raise DeliveryFailedError(tls.refusal_reason(exc), str(exc)) from exc
-        except OSError as exc:
-            raise DeliveryFailedError("unreachable", str(exc)) from exc
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
-        if peer.role != EMT_ROLE:
-            writer.close()
-            detail = f"server {peer.common_name!r} has role {peer.role!r}, not {EMT_ROLE}"
-            raise DeliveryFailedError("wrong_role", detail)
+        reader, writer, _ = await framed_tls.connect(
+            self.endpoint,
+            framed_tls.files_context(self.tls_files),
+            timeout_s=self.timing.io_timeout_s,
+            role=EMT_ROLE,
+            error=DeliveryFailedError,
+        )
         return reader, writer
 
     async def _exchange(
@@ -324,7 +296,7 @@ def senders(
     cfg: GatewayConfig,
     instances: Mapping[str, GatewayInstance],
     *,
-    bus: Publisher,
+    bus: framed_tls.Publisher,
     clock: Callable[[], float],
 ) -> list[EmtSender]:
     """Return a sender per ``emt_endpoints`` entry for the WAN instance (none if unset).
@@ -344,15 +316,7 @@ def senders(
     if name not in instances:
         raise ConfigError(f"no instance {name!r}", key="gateway.wan_instance")
     signer = load_signer(Path(cfg.sig_cert), Path(cfg.sig_key), [Path(p) for p in cfg.sig_chain])
-    files = tls.TlsFiles(
-        cert=Path(cfg.wan_cert),
-        key=Path(cfg.wan_key),
-        chain=tuple(Path(p) for p in cfg.wan_chain),
-        trust_roots=tuple(Path(p) for p in cfg.wan_trust),
-        crls=tuple(Path(p) for p in cfg.wan_crls),
-        groups=cfg.wan_groups,
-    )
-    tls.reload_crls(files, server=False)  # refuse unreadable TLS files at start
+    files = framed_tls.wan_client_files(cfg)
     timing = Timing(
         batch=cfg.emt_batch,
         retry_s=cfg.emt_retry_s,

@@ -5,6 +5,10 @@ not. :class:`FramedTlsListener` owns the listening socket and the sessions: it
 does each handshake itself (``connect_accepted_socket``), so that a failed one
 can be reported with its reason, then reads request frames and writes the
 replies its ``answer`` callback returns, until the peer closes.
+
+The gateway's connections out (CLS channels to EMTs, TAF delivery, time sync,
+wake-up calls to a GWA) open mutual TLS with :func:`connect` and fail with a
+:class:`ConnectFailedError` naming the reason.
 """
 
 from __future__ import annotations
@@ -14,17 +18,128 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from smtestbed.proto import wan
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.config import parse_host_port
-from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime.errors import ConfigError, PeerError
+from smtestbed.services.gateway.config import GatewayConfig
 
 Answer = Callable[[wan.Request, tls.Peer, str], wan.Reply]
 Refused = Callable[[str, str, str], None]
 """Called with (reason, peer address, message) for a refused handshake."""
 Connected = Callable[[tls.Peer, str], None]
 """Called with (peer, peer address) after a handshake."""
+
+
+class Publisher(Protocol):
+    """Where events go (the service's bus client)."""
+
+    def publish(self, kind: str, body: Any) -> Any:
+        """Publish one event."""
+
+
+class Endpoint(Protocol):
+    """Where a connection out goes (``server_name``: the name to check, "" for none)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def server_name(self) -> str: ...
+
+
+class ConnectFailedError(PeerError):
+    """A connection out of the gateway failed, or its peer answered wrongly.
+
+    Attributes:
+        reason: short cause (``tls_config``, a TLS refusal reason, ``unreachable``,
+            ``wrong_role``, or one the caller names).
+        detail: what went wrong, for logs and events.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def wan_client_files(cfg: GatewayConfig) -> tls.TlsFiles:
+    """Return the gateway's WAN TLS identity for connections out; unreadable files are a
+    ConfigError (checked now, at start)."""
+    files = tls.TlsFiles(
+        cert=Path(cfg.wan_cert),
+        key=Path(cfg.wan_key),
+        chain=tuple(Path(p) for p in cfg.wan_chain),
+        trust_roots=tuple(Path(p) for p in cfg.wan_trust),
+        crls=tuple(Path(p) for p in cfg.wan_crls),
+        groups=cfg.wan_groups,
+    )
+    tls.reload_crls(files, server=False)
+    return files
+
+
+E = TypeVar("E", bound=ConnectFailedError)
+
+
+def files_context(files: tls.TlsFiles) -> Callable[[bool], ssl.SSLContext]:
+    """Return a client context maker for :func:`connect` that re-reads the CRLs each time."""
+    return lambda check_hostname: tls.reload_crls(
+        files, server=False, check_hostname=check_hostname
+    )
+
+
+async def connect(
+    endpoint: Endpoint,
+    context: Callable[[bool], ssl.SSLContext],
+    *,
+    timeout_s: float,
+    role: str | None,
+    error: type[E],
+    limit: int = 2**16,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer]:
+    """Open mutual TLS to ``endpoint``; check the server's role when ``role`` is given.
+
+    Raises:
+        E: ``tls_config`` (the gateway's own TLS files), a TLS refusal reason,
+            ``unreachable`` or ``wrong_role``.
+    """
+    try:
+        ssl_context = context(bool(endpoint.server_name))
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                endpoint.host,
+                endpoint.port,
+                ssl=ssl_context,
+                server_hostname=endpoint.server_name or None,
+                limit=limit,
+            ),
+            timeout_s,
+        )
+    except ConfigError as exc:
+        raise error("tls_config", str(exc)) from exc
+    except (ssl.SSLError, TimeoutError) as exc:
+        raise error(tls.refusal_reason(exc), str(exc) or type(exc).__name__) from exc
+    except OSError as exc:
+        raise error("unreachable", str(exc)) from exc
+    peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+    if role is not None and peer.role != role:
+        await close(writer)
+        detail = f"server {peer.common_name!r} has role {peer.role!r}, not {role}"
+        raise error("wrong_role", detail)
+    return reader, writer, peer
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    """Close a connection, waiting a second at most for the peer."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
 def error_reply(ident: int, message: str, field: str) -> wan.Reply:
@@ -112,9 +227,7 @@ class FramedTlsListener:
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the peer went away between or during requests; nothing was half-done
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await close(writer)
 
     async def _handshake(
         self, conn: socket.socket, where: str

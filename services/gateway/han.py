@@ -41,7 +41,7 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from smtestbed.proto import cls, han, topics, wan
 from smtestbed.services._runtime import tls
@@ -59,11 +59,7 @@ Diagnostics = Callable[[], dict[str, Any]]
 """Returns the service's LMN line and WAN counters for the technician."""
 
 
-class Publisher(Protocol):
-    """Where events go (the service's bus client)."""
-
-    def publish(self, kind: str, body: Any) -> Any:
-        """Publish one event."""
+Publisher = framed_tls.Publisher
 
 
 class AccessRefusedError(RequestError):

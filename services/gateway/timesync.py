@@ -31,18 +31,16 @@ With no time service configured the offset stays 0 and nothing changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from smtestbed.proto import topics
 from smtestbed.proto.delivery import encode_frame, read_message
 from smtestbed.services._runtime import tls
-from smtestbed.services._runtime.errors import ConfigError, PeerError, ProtocolError
+from smtestbed.services._runtime.errors import ConfigError, ProtocolError
+from smtestbed.services.gateway import framed_tls
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.store import Store
@@ -68,20 +66,8 @@ _TABLES = (
 )
 
 
-class Publisher(Protocol):
-    """Where events go (the service's bus client)."""
-
-    def publish(self, kind: str, body: Any) -> Any:
-        """Publish one event."""
-
-
-class SyncFailedError(PeerError):
+class SyncFailedError(framed_tls.ConnectFailedError):
     """A time sync did not get an answer (unreachable, TLS refused, bad reply)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class GatewayTime:
@@ -180,7 +166,7 @@ class TimeSync:
         *,
         time: GatewayTime,
         tls_files: tls.TlsFiles,
-        bus: Publisher,
+        bus: framed_tls.Publisher,
         max_deviation_s: float,
         io_timeout_s: float = 10.0,
     ) -> None:
@@ -236,37 +222,20 @@ class TimeSync:
         except ProtocolError as exc:
             raise SyncFailedError("bad_reply", str(exc)) from exc
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await framed_tls.close(writer)
         t = reply.get("t")
         if reply.get("op") != "time" or isinstance(t, bool) or not isinstance(t, int | float):
             raise SyncFailedError("bad_reply", f"not a time answer: {str(reply)[:200]}")
         return float(t) + (received - sent) / 2 - received
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        ep = self.endpoint
-        try:
-            context = tls.reload_crls(
-                self.tls_files, server=False, check_hostname=bool(ep.server_name)
-            )
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    ep.host, ep.port, ssl=context, server_hostname=ep.server_name or None
-                ),
-                self.io_timeout_s,
-            )
-        except ConfigError as exc:
-            raise SyncFailedError("tls_config", str(exc)) from exc
-        except (ssl.SSLError, TimeoutError) as exc:
-            raise SyncFailedError(tls.refusal_reason(exc), str(exc)) from exc
-        except OSError as exc:
-            raise SyncFailedError("unreachable", str(exc)) from exc
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
-        if peer.role != TIME_ROLE:
-            writer.close()
-            detail = f"server {peer.common_name!r} has role {peer.role!r}, not {TIME_ROLE}"
-            raise SyncFailedError("wrong_role", detail)
+        reader, writer, _ = await framed_tls.connect(
+            self.endpoint,
+            framed_tls.files_context(self.tls_files),
+            timeout_s=self.io_timeout_s,
+            role=TIME_ROLE,
+            error=SyncFailedError,
+        )
         return reader, writer
 
     def _deviated(self, deviation: float) -> None:
@@ -303,7 +272,7 @@ def time_sync(
     instances: Mapping[str, GatewayInstance],
     *,
     time: GatewayTime,
-    bus: Publisher,
+    bus: framed_tls.Publisher,
 ) -> TimeSync | None:
     """Return the sync of ``time_service`` for all instances (None if unset).
 
@@ -317,15 +286,7 @@ def time_sync(
         raise ConfigError("time_service needs wan_cert and wan_key", key="gateway")
     if not cfg.time_max_deviation_s > 0 or not cfg.time_sync_every_s > 0:
         raise ConfigError("time limits must be > 0", key="gateway.time_max_deviation_s")
-    files = tls.TlsFiles(
-        cert=Path(cfg.wan_cert),
-        key=Path(cfg.wan_key),
-        chain=tuple(Path(p) for p in cfg.wan_chain),
-        trust_roots=tuple(Path(p) for p in cfg.wan_trust),
-        crls=tuple(Path(p) for p in cfg.wan_crls),
-        groups=cfg.wan_groups,
-    )
-    tls.reload_crls(files, server=False)  # refuse unreadable TLS files at start
+    files = framed_tls.wan_client_files(cfg)
     return TimeSync(
         list(instances.values()),
         endpoint,

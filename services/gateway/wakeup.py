@@ -86,11 +86,7 @@ REASONS = (
 """Every refusal reason (an invalid path counts as ``untrusted``)."""
 
 
-class Publisher(Protocol):
-    """Where events go (the service's bus client)."""
-
-    def publish(self, kind: str, body: Any) -> Any:
-        """Publish one event."""
+Publisher = framed_tls.Publisher
 
 
 class Administration(Protocol):
@@ -420,9 +416,7 @@ class WakeupListener:
             self._failed(endpoint, tls.refusal_reason(exc), str(exc) or type(exc).__name__)
             return
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await framed_tls.close(writer)
         self.counts["sessions"] += 1
         self.log.info("wakeup_session_ended", gwa=packet.gwa, requests=served)
 
@@ -430,27 +424,17 @@ class WakeupListener:
         self, packet: wakeup.WakeupPacket, endpoint: GwaEndpoint
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tls.Peer] | None:
         try:
-            context = self.admin.client_context(bool(endpoint.server_name))
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=context,
-                    server_hostname=endpoint.server_name or None,
-                    limit=wan.HEADER + wan.MAX_FRAME,
-                ),
-                self.cfg.wan_handshake_timeout_s,
+            reader, writer, peer = await framed_tls.connect(
+                endpoint,
+                self.admin.client_context,
+                timeout_s=self.cfg.wan_handshake_timeout_s,
+                role=None,
+                error=framed_tls.ConnectFailedError,
+                limit=wan.HEADER + wan.MAX_FRAME,
             )
-        except ConfigError as exc:
-            self._failed(endpoint, "tls_config", str(exc))
+        except framed_tls.ConnectFailedError as exc:
+            self._failed(endpoint, exc.reason, exc.detail)
             return None
-        except (ssl.SSLError, TimeoutError) as exc:
-            self._failed(endpoint, tls.refusal_reason(exc), str(exc) or type(exc).__name__)
-            return None
-        except OSError as exc:
-            self._failed(endpoint, "unreachable", str(exc))
-            return None
-        peer = tls.peer_of(writer.get_extra_info("ssl_object"))
         if peer.role != GWA_ROLE or peer.common_name != packet.gwa:
             writer.close()
             detail = f"server is {peer.common_name!r} ({peer.role!r}), not GWA {packet.gwa!r}"

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from smtestbed.proto import topics, wan
 from smtestbed.proto.envelope import Envelope
@@ -64,11 +64,7 @@ ADMIN_ROLE = "GWA"
 Handler = Callable[[GatewayInstance, dict[str, Any], Envelope], Any]
 
 
-class Publisher(Protocol):
-    """Where events go (the service's bus client)."""
-
-    def publish(self, kind: str, body: Any) -> Any:
-        """Publish one event."""
+Publisher = framed_tls.Publisher
 
 
 class WanServer:
