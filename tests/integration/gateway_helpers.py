@@ -107,15 +107,16 @@ async def gw(client: BusClient, method: str, params: Any = None) -> Any:
 SYNC_METER = "19000000"
 
 
-async def gateway_events(client: BusClient, *, timeout: float = 10.0) -> Subscription:
-    """Return a subscription to ``gateway.`` events that the gateway is known to reach.
+async def gateway_events(client: BusClient, *also: str, timeout: float = 10.0) -> Subscription:
+    """Return a subscription to ``gateway.`` events (and the ``also`` prefixes, e.g.
+    ``han.``) that the gateway is known to reach.
 
     The broker's welcome only says the broker has the subscription; the gateway's PUB
     socket learns of it a moment later and drops events published before. So the
     subscriber (re-)registers SYNC_METER until one ``gateway.meter_changed`` for it
     arrives: from then on every gateway event reaches this subscription.
     """
-    sub = client.subscribe(["gateway."])
+    sub = client.subscribe(["gateway.", *also])
     await sub.wait_connected()
     params = {"meter": SYNC_METER, "manufacturer": "EMH", "key": KEY.hex(), "replace": True}
     deadline = asyncio.get_running_loop().time() + timeout

@@ -34,10 +34,9 @@ from smtestbed.services.ca.authority import Authority
 from smtestbed.services.han.cls import ChannelClosedError, ChannelRefusedError, ClsChannel
 
 from tests.integration.gateway_helpers import (
-    KEY,
-    SYNC_METER,
     T0,
     configured_process,
+    gateway_events,
     gw,
     next_event,
 )
@@ -174,26 +173,11 @@ def run(bed: Bed, scenario: Scenario[R]) -> R:
 
     async def main() -> R:
         async with bus_client(bed.endpoints) as client:
-            sub = await _events(client)
+            sub = await gateway_events(client, "han.", "emt.", "wan.")
             await _emt_reaches(bed, sub)
             return await scenario(client, sub)
 
     return asyncio.run(main())
-
-
-async def _events(client: BusClient, timeout: float = 10.0) -> Subscription:
-    sub = client.subscribe(["gateway.", "han.", "emt.", "wan."])
-    await sub.wait_connected()
-    params = {"meter": SYNC_METER, "manufacturer": "EMH", "key": KEY.hex(), "replace": True}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        await gw(client, topics.GATEWAY_ADD_METER, params)
-        try:
-            await next_event(sub, topics.GATEWAY_METER_CHANGED, 0.3, meter=SYNC_METER)
-            return sub
-        except TimeoutError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
 
 
 async def _emt_reaches(bed: Bed, sub: Subscription, attempts: int = 30) -> None:

@@ -32,10 +32,10 @@ from smtestbed.services.wan.gwa import WanRequestError
 
 from tests.integration.gateway_helpers import (
     KEY,
-    SYNC_METER,
     T0,
     configured_process,
     feed,
+    gateway_events,
     gw,
     lmn_pusher,
     next_event,
@@ -152,25 +152,9 @@ def run(bed: Han, scenario: Scenario[R]) -> R:
 
     async def main() -> R:
         async with bus_client(bed.endpoints) as client:
-            return await scenario(client, await _events(client))
+            return await scenario(client, await gateway_events(client, "han."))
 
     return asyncio.run(main())
-
-
-async def _events(client: BusClient, timeout: float = 10.0) -> Subscription:
-    # As gateway_helpers.gateway_events, with han.* events on the same subscription.
-    sub = client.subscribe(["gateway.", "han."])
-    await sub.wait_connected()
-    params = {"meter": SYNC_METER, "manufacturer": "EMH", "key": KEY.hex(), "replace": True}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        await gw(client, topics.GATEWAY_ADD_METER, params)
-        try:
-            await next_event(sub, topics.GATEWAY_METER_CHANGED, 0.3, meter=SYNC_METER)
-            return sub
-        except TimeoutError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
 
 
 async def _store_readings(lmn: str, sub: Subscription) -> None:

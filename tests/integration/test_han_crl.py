@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from smtestbed.proto import topics
-from smtestbed.services._runtime.bus import Endpoints, Subscription
+from smtestbed.services._runtime.bus import Endpoints
 from smtestbed.services._runtime.client import BusClient
 from smtestbed.services._runtime.testing import (
     bus_client,
@@ -37,10 +37,10 @@ from smtestbed.services.wan.gwa import WanConnectionError
 
 from tests.integration.gateway_helpers import (
     KEY,
-    SYNC_METER,
     T0,
     configured_process,
     feed,
+    gateway_events,
     gw,
     lmn_pusher,
     next_event,
@@ -202,21 +202,6 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         )
 
 
-async def _events(client: BusClient, timeout: float = 10.0) -> Subscription:
-    sub = client.subscribe(["gateway.", "han."])
-    await sub.wait_connected()
-    params = {"meter": SYNC_METER, "manufacturer": "EMH", "key": KEY.hex(), "replace": True}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        await gw(client, topics.GATEWAY_ADD_METER, params)
-        try:
-            await next_event(sub, topics.GATEWAY_METER_CHANGED, 0.3, meter=SYNC_METER)
-            return sub
-        except TimeoutError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-
-
 async def _call(bed: Bed, who: Identity, op: str, params: dict[str, Any] | None = None) -> Any:
     ctx = client_context(bed.pki, who)
     async with display_session("127.0.0.1", bed.port, ctx, GATEWAY_NAME, 20.0) as session:
@@ -255,7 +240,7 @@ def test_display_shows_readings_flagged_by_the_time_sync_as_flagged(bed: Bed) ->
             before = await _call(bed, bed.alice, "readings", {"meter": METER})
             latest = await _call(bed, bed.alice, "latest")
             printed = await _display_cli(bed)
-            sub = await _events(client)
+            sub = await gateway_events(client, "han.")
             async with lmn_pusher(bed.lmn) as pusher:
                 frame = wmbus_frame(METER, access=103, energy=6000.0)  # after the stored 100..102
                 await feed(pusher, [frame], [T0 + 5], t_sim=T0 + 5)
@@ -278,7 +263,7 @@ def test_display_revoked_at_the_ca_is_refused_after_the_next_han_crl_fetch(bed: 
 
     async def scenario() -> dict[str, Any]:
         async with bus_client(bed.endpoints) as client:
-            sub = await _events(client)
+            sub = await gateway_events(client, "han.")
             assert (await _call(bed, bed.carol, "latest"))["consumer"] == "alice"
             revoke(bed.pki, bed.carol)
             # the gateway still holds the CRL it fetched at start: carol still gets in

@@ -7,7 +7,6 @@ the CA's CRLs (root, smgw, emt) over HTTP at start.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from smtestbed.services._runtime.testing import free_port, random_endpoints, ser
 from smtestbed.services.ca.access import Requester
 from smtestbed.services.ca.authority import Authority
 
-from tests.integration.gateway_helpers import KEY, SYNC_METER, configured_process, gw, next_event
+from tests.integration.gateway_helpers import configured_process, gateway_events, gw
 from tests.integration.wan_helpers import PASSPHRASE, Identity, Pki, issue, make_pki
 
 GWA_NAME = "gwa1.emt.test.example"
@@ -142,18 +141,7 @@ def running_bed(root: Path, prepare: Any = None, **settings: Any) -> Iterator[Be
 
 async def events(client: BusClient, timeout: float = 10.0) -> Subscription:
     """Subscribe to gateway.* and wan.*; return once the gateway's events reach us."""
-    sub = client.subscribe(["gateway.", "wan."])
-    await sub.wait_connected()
-    params = {"meter": SYNC_METER, "manufacturer": "EMH", "key": KEY.hex(), "replace": True}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        await gw(client, topics.GATEWAY_ADD_METER, params)
-        try:
-            await next_event(sub, topics.GATEWAY_METER_CHANGED, 0.3, meter=SYNC_METER)
-            return sub
-        except TimeoutError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
+    return await gateway_events(client, "wan.", timeout=timeout)
 
 
 async def counters(client: BusClient) -> dict[str, int]:
