@@ -5,7 +5,9 @@ DAC change (old and new value) and ``iohw.request_refused`` for a request it
 refused (the error names the field). Relays sitting in wired M-Bus lines run
 as TCP pass-throughs in this process. At start the wiring's effects on the
 sensor farm are brought in line with the initial positions (power relays
-open, DAC loads), retried until ``request_timeout_s`` runs out per attempt.
+open, DAC loads), retried until ``request_timeout_s`` runs out per attempt;
+relay, DIO and DAC requests wait until that sync has ended, so that it never
+overwrites a change made meanwhile.
 It is not part of the gateway: it has no partitions.
 """
 
@@ -78,6 +80,7 @@ class Iohw(Service):
             {d.where: build(d, self._meter_state) for d in parse_devices(config.spi, "spi")}
         )
         self.panel: Panel | None = None
+        self._synced = asyncio.Event()
         self.refused = 0
         self.changes = 0
 
@@ -93,7 +96,10 @@ class Iohw(Service):
             self._register(panel)
             await self.bus.publisher.wait_connected(2.0)
             ready.set()
-            await self._sync_wiring(panel)
+            try:
+                await self._sync_wiring(panel)
+            finally:
+                self._synced.set()
             await asyncio.Event().wait()
         finally:
             for line in self.lines:
@@ -142,9 +148,9 @@ class Iohw(Service):
 
     def _register(self, panel: Panel) -> None:
         actions: dict[str, Action] = {
-            topics.IOHW_RELAY: panel.relay,
-            topics.IOHW_DIO: panel.dio,
-            topics.IOHW_DAC: panel.dac,
+            topics.IOHW_RELAY: self._after_sync(panel.relay),
+            topics.IOHW_DIO: self._after_sync(panel.dio),
+            topics.IOHW_DAC: self._after_sync(panel.dac),
             topics.IOHW_ADC: panel.adc,
             topics.IOHW_STATUS: self._status,
             topics.IOHW_UART: self._uart,
@@ -154,6 +160,15 @@ class Iohw(Service):
         }
         for method, action in actions.items():
             self.bus.handle(method, self._handler(method, action))
+
+    def _after_sync(self, action: Action) -> Action:
+        async def act(params: Any, by: str) -> dict[str, Any]:
+            # The start's wiring sync sends the initial relay positions and DAC loads to the
+            # farm: a change made before it ended would be overwritten by them.
+            await self._synced.wait()
+            return await action(params, by)
+
+        return act
 
     def _handler(self, method: str, action: Action) -> Any:
         async def handle(params: Any, env: Envelope) -> dict[str, Any]:
