@@ -13,34 +13,17 @@ then find no billing value for the 1st and fail.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from smtestbed.services.controller.client import Controller
 from smtestbed.services.controller.scenario import Scenario
+from smtestbed.services.controller.scenarios.registers import farm_counter, register
 from smtestbed.services.controller.state import state_from_dict
 
 BILLING = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
 DAY_S = 86_400.0
 INTERVAL_S = 900.0
 EMT = "emt-bill"
-FARM_COLUMN = {"electricity": "energy_import_wh", "gas": "volume_m3", "water": "volume_m3"}
-REGISTERS = (("energy", "Wh"), ("volume", "m^3"))
 GRID = 1.0 / 1024
-
-
-def register(readings: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """Return the TAF register (energy Wh, else volume m^3) as (t, value) pairs."""
-    for quantity, unit in REGISTERS:
-        points = [
-            (float(r["t_sim"]), float(v["value"]))
-            for r in readings
-            for v in r["values"]
-            if (v["quantity"], v["unit"], v["storage_number"], v["tariff"], v["subunit"])
-            == (quantity, unit, 0, 0, 0)
-        ]
-        if points:
-            return points
-    return []
 
 
 async def counters_at_date(ctl: Controller) -> dict[str, float]:
@@ -49,8 +32,7 @@ async def counters_at_date(ctl: Controller) -> dict[str, float]:
     ctl.expect_equal("clock at the billing date", now, BILLING)
     out = {}
     for meter in ctl.meters:
-        state = await ctl.meter(meter)
-        out[meter] = float(state["values"][FARM_COLUMN[state["kind"]]])
+        _, out[meter] = await farm_counter(ctl, meter)
     return out
 
 

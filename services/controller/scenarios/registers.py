@@ -8,10 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from smtestbed.services.controller.client import Controller
+from smtestbed.services.controller.scenarios.truth import FARM_COLUMN, REGISTERS
 
-FARM_COLUMN = {"electricity": "energy_import_wh", "gas": "volume_m3", "water": "volume_m3"}
-"""The farm's counter column behind each kind's main register."""
-REGISTERS = (("energy", "Wh"), ("volume", "m^3"))
+__all__ = [
+    "FARM_COLUMN",
+    "REGISTERS",
+    "farm_counter",
+    "logged_rejections",
+    "register",
+    "still_stored",
+    "stored_up_to_farm",
+]
 
 
 def register(readings: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -52,3 +59,19 @@ async def still_stored(ctl: Controller, meters: tuple[str, ...], since: float) -
     for meter in meters:
         rows = await ctl.readings(meter, t0=since)
         ctl.check(f"{meter} still stored", bool(rows), f"{len(rows)} readings since t={since}")
+
+
+async def stored_up_to_farm(
+    ctl: Controller, meter: str, since: float, what: str
+) -> list[dict[str, Any]]:
+    """Check that ``meter`` has readings stored from ``since`` on (check ``what``), the last
+    one with the access number the farm sent last; return the readings."""
+    after = await ctl.readings(meter, t0=since)
+    ctl.check(what, bool(after), f"{len(after)} readings")
+    state = await ctl.meter(meter)
+    ctl.expect_equal(
+        "last stored access number = the farm's last sent",
+        after[-1]["access_number"],
+        state["access_number"],
+    )
+    return after

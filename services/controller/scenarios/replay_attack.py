@@ -20,7 +20,11 @@ from typing import Any
 from smtestbed.proto import topics
 from smtestbed.services.controller.client import Controller
 from smtestbed.services.controller.scenario import Scenario
-from smtestbed.services.controller.scenarios.registers import logged_rejections, still_stored
+from smtestbed.services.controller.scenarios.registers import (
+    logged_rejections,
+    still_stored,
+    stored_up_to_farm,
+)
 from smtestbed.services.controller.state import state_from_dict
 
 INTERVAL_S = 300.0
@@ -73,17 +77,8 @@ async def run(ctl: Controller) -> None:
 
 async def genuine_go_on(ctl: Controller, victim: str, at: float) -> None:
     """Check the victim's genuine telegrams after the replay are stored, up to the farm's."""
-    after = await ctl.readings(victim, t0=at)
-    ctl.check(
-        f"{victim}'s genuine telegrams stored after the replay",
-        bool(after),
-        f"{len(after)} readings",
-    )
-    state = await ctl.meter(victim)
-    ctl.expect_equal(
-        "last stored access number = the farm's last sent",
-        after[-1]["access_number"],
-        state["access_number"],
+    await stored_up_to_farm(
+        ctl, victim, at, f"{victim}'s genuine telegrams stored after the replay"
     )
 
 

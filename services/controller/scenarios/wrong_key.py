@@ -12,6 +12,7 @@ from __future__ import annotations
 from smtestbed.proto import topics
 from smtestbed.services.controller.client import Controller
 from smtestbed.services.controller.scenario import Scenario
+from smtestbed.services.controller.scenarios.registers import logged_rejections, still_stored
 from smtestbed.services.controller.state import state_from_dict
 
 NEW_KEY = "00112233445566778899AABBCCDDEEFF"
@@ -38,18 +39,9 @@ async def run(ctl: Controller) -> None:
     await ctl.advance(by=2 * INTERVAL_S)
     stored = await ctl.readings(victim, t0=changed)
     ctl.expect_equal(f"readings of {victim} stored since the change", len(stored), 0)
-    entries = await ctl.log("system")
-    logged = [
-        r
-        for e in entries
-        if e["kind"] == "frames_rejected"
-        for r in e["fields"]["rejections"]
-        if r["meter"] == victim and r["reason"] in REASONS
-    ]
-    ctl.check("system log names the rejected meter", bool(logged), f"{len(entries)} entries")
-    for meter in others:
-        rows = await ctl.readings(meter, t0=changed)
-        ctl.check(f"{meter} still stored", bool(rows), f"{len(rows)} readings since the change")
+    logged = await logged_rejections(ctl, victim, REASONS)
+    ctl.check("system log names the rejected meter", bool(logged), f"{len(logged)} rejections")
+    await still_stored(ctl, others, changed)
 
 
 SCENARIO = Scenario(
