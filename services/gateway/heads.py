@@ -134,6 +134,9 @@ class Ciphers:
             raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
         return plain + payload[size:] if len(payload) > size else plain
 
+    def __len__(self) -> int:
+        return len(self._contexts)
+
     def _context(self, key: bytes) -> CipherContext:
         context = self._contexts.get(key)
         if context is None:

@@ -41,7 +41,7 @@ from smtestbed.proto.wmbus import BadMacError, Telegram, decode_telegram
 from smtestbed.proto.wmbus.crc import crc16_span
 from smtestbed.proto.wmbus.fields import ident_text
 from smtestbed.proto.wmbus.link import load_crc_kernel, strip_crcs_a, strip_crcs_a_batch
-from smtestbed.proto.wmbus.security import ACC_IV_HALVES, decrypt_mode5_iv, mode5_iv
+from smtestbed.proto.wmbus.security import ACC_IV_HALVES, mode5_iv
 from smtestbed.proto.wmbus.telegram import RECORD_CIS
 from smtestbed.services._runtime.errors import ProtocolError
 from smtestbed.services.gateway.heads import ACC_OFFSET, PAYLOAD_OFFSET, Ciphers, Head, Heads
@@ -222,11 +222,14 @@ def _check_mode(telegram: Telegram, entry: MeterEntry) -> None:
         raise _RefusedError(Reason.BAD_MAC, "mode 7 frame carries no AFL MAC")
 
 
-def _open(telegram: Telegram, plain: bytes, entry: MeterEntry) -> tuple[bytes, int, int]:
+def _open(
+    telegram: Telegram, plain: bytes, entry: MeterEntry, ciphers: Ciphers
+) -> tuple[bytes, int, int]:
     """Return the plaintext APL, the access number and the message counter (mode 7; else 0).
 
-    Mode 0 and 5 go on from the header decode (mode 5 decrypts with one cached AES context
-    per key); mode 7 and ELL frames decode again with the key (KDF, MAC, CBC in the codec).
+    Mode 0 and 5 go on from the header decode (mode 5 decrypts with the instance's AES
+    context of the key, the one later frames of the meter use); mode 7 and ELL frames
+    decode again with the key (KDF, MAC, CBC in the codec).
     """
     tpl = telegram.tpl
     if tpl is not None and telegram.ell is None and tpl.security_mode in (0, 5):
@@ -236,7 +239,7 @@ def _open(telegram: Telegram, plain: bytes, entry: MeterEntry) -> tuple[bytes, i
         blocks = 0 if tpl.config is None else tpl.config.encrypted_blocks
         iv = mode5_iv(telegram.address, access)
         try:
-            return decrypt_mode5_iv(entry.key, iv, telegram.payload, blocks), access, 0
+            return ciphers.decrypt_mode5(entry.key, iv, telegram.payload, blocks), access, 0
         except ProtocolError as exc:
             raise _RefusedError(_reason(exc), f"{exc}") from exc
     opened = _headers(plain, entry.key)
@@ -453,7 +456,7 @@ class _Processor:
         try:
             if isinstance(header, Head):
                 return _open_head(header, plain, entry, self.ciphers)
-            return _open(header, plain, entry)
+            return _open(header, plain, entry, self.ciphers)
         except _RefusedError as refused:
             if refused.reason not in _MAC_REASONS or "mac" not in self.skipped.names:
                 raise

@@ -62,6 +62,16 @@ def test_later_frames_of_a_meter_use_its_learnt_header() -> None:
     assert len(first.accepted) == 3
 
 
+def test_first_frame_of_a_meter_sets_up_the_context_its_later_frames_use() -> None:
+    """The header decode path decrypts with the instance's context of the key, so the
+    meter's later frames (known header) find it and no other is set up."""
+    gateway = _Gateway(entry())
+    gateway.ingest([frame(access=7)])
+    assert len(gateway.pipeline._processor.ciphers) == 1
+    assert len(gateway.ingest([frame(access=8), frame(access=9)]).accepted) == 2
+    assert len(gateway.pipeline._processor.ciphers) == 1
+
+
 def test_changed_registry_entry_after_learning_gives_the_full_reason() -> None:
     """A mode, manufacturer or key changed in the registry is refused as without a head."""
     changes = [
