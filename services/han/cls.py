@@ -24,20 +24,17 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import click
 from smtestbed.proto import wan
 from smtestbed.proto.cls import CHANNEL_OP, encode_data, read_data
-from smtestbed.services._runtime import tls
+from smtestbed.services._runtime import tls, tls_options
 from smtestbed.services._runtime.commands import TestbedCommand
 from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services._runtime.errors import PeerError, ProtocolError
 
 __all__ = ["ChannelClosedError", "ChannelRefusedError", "ClsChannel", "group"]
-
-_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
 class ChannelRefusedError(PeerError):
@@ -160,13 +157,8 @@ def group() -> None:
 
 @group.command(cls=TestbedCommand, context_settings={"auto_envvar_prefix": "SMTB_CLS"})
 @click.option("--gateway", required=True, help="the gateway's HAN endpoint HOST:PORT")
-@click.option("--name", default="", help="the gateway certificate's DNS name (checked if given)")
+@tls_options.client_options("CLS TLS certificate (PEM, han-cls)")
 @click.option("--emt", required=True, help="the EMT to reach (as configured at the gateway)")
-@click.option("--cert", required=True, type=_FILE, help="CLS TLS certificate (PEM, han-cls)")
-@click.option("--key", required=True, type=_FILE, help="its private key (PEM)")
-@click.option("--chain", multiple=True, type=_FILE, help="CA certificates sent after --cert")
-@click.option("--trust", multiple=True, required=True, type=_FILE, help="SM-PKI root (PEM)")
-@click.option("--crl", multiple=True, required=True, type=_FILE, help="CRL files (PEM)")
 @click.option("--send", "frames", multiple=True, help="a data frame to send, as hex")
 @click.option("--receive", default=0, show_default=True, help="frames to wait for and print")
 @click.option("--timeout", default=30.0, show_default=True, help="seconds per step")
@@ -177,14 +169,7 @@ def connect(**opts: Any) -> None:
         frames = [bytes.fromhex(f) for f in opts["frames"]]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--send") from exc
-    context = tls.client_context(
-        opts["cert"],
-        opts["key"],
-        opts["chain"],
-        opts["trust"],
-        opts["crl"],
-        check_hostname=bool(opts["name"]),
-    )
+    context = tls_options.client_context(opts)
     for line in asyncio.run(_exchange(host, port, context, frames, opts)):
         click.echo(line)
 

@@ -27,18 +27,15 @@ import json
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
-from smtestbed.services._runtime import tls
+from smtestbed.services._runtime import tls_options
 from smtestbed.services._runtime.commands import TestbedCommand
 from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services.wan.gwa import GwaClient
 
 __all__ = ["command", "display_session", "latest_lines"]
-
-_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
 @contextlib.asynccontextmanager
@@ -68,25 +65,13 @@ def latest_lines(latest: dict[str, Any]) -> list[str]:
 
 @click.command(cls=TestbedCommand, context_settings={"auto_envvar_prefix": "SMTB_DISPLAY"})
 @click.option("--gateway", required=True, help="the gateway's HAN endpoint HOST:PORT")
-@click.option("--name", default="", help="the gateway certificate's DNS name (checked if given)")
-@click.option("--cert", required=True, type=_FILE, help="display TLS certificate (PEM)")
-@click.option("--key", required=True, type=_FILE, help="its private key (PEM)")
-@click.option("--chain", multiple=True, type=_FILE, help="CA certificates sent after --cert")
-@click.option("--trust", multiple=True, required=True, type=_FILE, help="SM-PKI root (PEM)")
-@click.option("--crl", multiple=True, required=True, type=_FILE, help="CRL files (PEM)")
+@tls_options.client_options("display TLS certificate (PEM)")
 @click.option("--json", "as_json", is_flag=True, help="print the reply as JSON")
 @click.option("--timeout", default=30.0, show_default=True, help="seconds per request")
 def command(**opts: Any) -> None:
     """Show the consumer's latest readings from the gateway's HAN endpoint."""
     host, port = parse_host_port(str(opts["gateway"]), "gateway")
-    context = tls.client_context(
-        opts["cert"],
-        opts["key"],
-        opts["chain"],
-        opts["trust"],
-        opts["crl"],
-        check_hostname=bool(opts["name"]),
-    )
+    context = tls_options.client_context(opts)
     result = asyncio.run(_latest(host, port, context, opts))
     if opts["as_json"]:
         click.echo(json.dumps(result, indent=2, sort_keys=True))

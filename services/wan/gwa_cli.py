@@ -22,24 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from smtestbed.services._runtime import pki, tls
+from smtestbed.services._runtime import pki, tls, tls_options
 from smtestbed.services._runtime.commands import TestbedCommand, TestbedGroup
 from smtestbed.services._runtime.config import parse_host_port
 from smtestbed.services._runtime.errors import ConfigError
 from smtestbed.services.wan.gwa import GwaClient, rotate_certificate
 from smtestbed.services.wan.gwa_wakeup import CallListener, send_wakeup
 
-_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
+_FILE = tls_options.FILE
 
 
 @click.group(cls=TestbedGroup, context_settings={"auto_envvar_prefix": "SMTB_GWA"})
 @click.option("--gateway", default="", help="the gateway's WAN endpoint HOST:PORT")
-@click.option("--name", default="", help="the gateway certificate's DNS name (checked if given)")
-@click.option("--cert", required=True, type=_FILE, help="GWA TLS certificate (PEM)")
-@click.option("--key", required=True, type=_FILE, help="its private key (PEM)")
-@click.option("--chain", multiple=True, type=_FILE, help="CA certificates sent after --cert")
-@click.option("--trust", multiple=True, required=True, type=_FILE, help="SM-PKI root (PEM)")
-@click.option("--crl", multiple=True, required=True, type=_FILE, help="CRL files (PEM)")
+@tls_options.client_options("GWA TLS certificate (PEM)")
 @click.option("--timeout", default=30.0, show_default=True, help="seconds per request")
 @click.pass_context
 def group(ctx: click.Context, /, **options: Any) -> None:
@@ -57,14 +52,7 @@ async def _session(ctx: click.Context, work: Callable[[GwaClient], Awaitable[Any
     if not opts["gateway"]:
         raise ConfigError("needs the gateway's WAN endpoint HOST:PORT", key="--gateway")
     host, port = parse_host_port(str(opts["gateway"]), "--gateway")
-    context = tls.client_context(
-        opts["cert"],
-        opts["key"],
-        opts["chain"],
-        opts["trust"],
-        opts["crl"],
-        check_hostname=bool(opts["name"]),
-    )
+    context = tls_options.client_context(opts)
     name = opts["name"] or None
     async with GwaClient.connect(host, port, context, name, timeout=opts["timeout"]) as gwa:
         return await work(gwa)
