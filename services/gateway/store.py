@@ -1,9 +1,20 @@
 """The gateway's store: one SQLite file per gateway instance, WAL mode.
 
 A reading counts as accepted only after the transaction holding it commits;
-:meth:`Store.commit_readings` writes a whole batch (readings, their values and
-the meters' replay/plausibility state) in one transaction, so a batch is
-either stored completely or not at all.
+:meth:`Store.commit_readings` writes a whole batch (readings and their values)
+in one transaction, so a batch is either stored completely or not at all.
+
+Meter state (what replay and plausibility checks compare with) is kept in
+memory and follows from the stored readings alone: per meter, its last
+reading's time stamp, access number and message counter, and the latest
+instantaneous value of each register. The file holds it as a checkpoint:
+``meter_state`` is every meter's state as after reading
+``state_checkpoint.reading``, written in the same transaction as that reading
+once the readings stored since the previous checkpoint are at least
+:data:`CHECKPOINT_READINGS` per meter (and at close). Opening the file replays
+the readings after the checkpoint on top. So a crash at any point leaves a
+consistent state, and a batch does not rewrite the state row of each of its
+meters (as many rows as readings when every meter sends once per batch).
 
 Durability: the file runs in WAL mode with ``synchronous=FULL``. With WAL,
 ``NORMAL`` already survives a killed *process* (a commit is in the WAL file,
@@ -24,6 +35,7 @@ methods may be called from several threads, one at a time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -34,7 +46,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from smtestbed.services._runtime.errors import RequestError, TestbedError
 from smtestbed.services._runtime.transactions import write_transaction
@@ -47,8 +59,13 @@ from smtestbed.services.gateway.store_checks import (
     reading_row,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CounterKey = tuple[str, str, int, int, int]
+
+CHECKPOINT_READINGS = 16
+"""Meter states are written to the file once the readings stored since the last time are
+at least this many per meter with a state (and at least :data:`CHECKPOINT_MIN`)."""
+CHECKPOINT_MIN = 1000
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -89,6 +106,8 @@ CREATE TABLE meter_state (
     message_counter INTEGER NOT NULL,
     counters TEXT NOT NULL
 );
+CREATE TABLE state_checkpoint (reading INTEGER NOT NULL);
+INSERT INTO state_checkpoint VALUES (0);
 CREATE TABLE emt_queue (
     id INTEGER PRIMARY KEY,
     emt TEXT NOT NULL,
@@ -122,6 +141,12 @@ SELECT r.t_sim, v.value FROM readings r JOIN reading_values v ON v.reading = r.i
 WHERE r.meter = ? AND r.t_sim >= ? AND r.t_sim < ? AND v.quantity = ? AND v.unit = ?
 AND v.storage_number = ? AND v.tariff = ? AND v.subunit = ? AND v.function = ?
 ORDER BY r.t_sim, r.id, v.position
+"""
+_REPLAY = """
+SELECT r.id, r.meter, r.t_sim, r.access_number, r.message_counter,
+v.quantity, v.unit, v.value, v.storage_number, v.tariff, v.subunit, v.function
+FROM readings r LEFT JOIN reading_values v ON v.reading = r.id
+WHERE r.id > ? ORDER BY r.id, v.position
 """
 _READING_FIELDS = ("meter", "t_sim", "access_number", "message_counter", "frame_digest")
 _VALUE_FIELDS = ("quantity", "unit", "value", "storage_number", "tariff", "subunit", "function")
@@ -165,18 +190,14 @@ class StagedBatch:
         ids: each reading's id, None for a duplicate (valid once committed).
     """
 
-    __slots__ = ("_db", "_done", "_states", "_store", "ids")
+    __slots__ = ("_db", "_done", "_store", "_written", "ids")
 
     def __init__(
-        self,
-        store: Store,
-        db: sqlite3.Connection,
-        ids: list[int | None],
-        states: dict[str, MeterState],
+        self, store: Store, db: sqlite3.Connection, ids: list[int | None], written: _Written
     ) -> None:
         self._store = store
         self._db = db
-        self._states = states
+        self._written = written
         self._done = False
         self.ids = ids
 
@@ -197,7 +218,7 @@ class StagedBatch:
         if self._done:
             raise StoreError(f"{self._store.path}: staged batch already ended")
         self._done = True
-        self._store._finish(self._db, self._states, commit)
+        self._store._finish(self._db, self._written, commit)
 
 
 class Store:
@@ -223,13 +244,16 @@ class Store:
             raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
         try:
             self._open(db, synchronous)
-            self._states = _load_states(db)
+            self._states, replayed = _load_states(db)
         except sqlite3.Error as exc:
             db.close()
             raise StoreError(f"{self.path}: not a gateway store: {exc}") from exc
         except StoreError:
             db.close()
             raise
+        # the meters whose state changed after the checkpoint, and the readings stored since
+        self._dirty = {meter for meter, _ in replayed}
+        self._since = len(replayed)
         self._db: sqlite3.Connection | None = db
 
     def _open(self, db: sqlite3.Connection, synchronous: str) -> None:
@@ -256,6 +280,13 @@ class Store:
         row = None
         if "schema_version" in tables:
             row = db.execute("SELECT version FROM schema_version").fetchone()
+        if row is not None and row[0] == 1:
+            # Version 1 wrote every meter's state with each of its readings: the states
+            # are those after the last stored reading.
+            db.execute("CREATE TABLE state_checkpoint (reading INTEGER NOT NULL)")
+            db.execute("INSERT INTO state_checkpoint SELECT coalesce(max(id), 0) FROM readings")
+            db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            return
         if row is None or row[0] != SCHEMA_VERSION:
             found = "none" if row is None else row[0]
             raise StoreError(
@@ -341,7 +372,7 @@ class Store:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     ids = _insert_readings(db, rows)
-                    states = self._write(db, readings, ids)
+                    written = self._write(db, readings, ids)
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
@@ -352,9 +383,9 @@ class Store:
         except BaseException:
             self._lock.release()
             raise
-        return StagedBatch(self, db, ids, states)
+        return StagedBatch(self, db, ids, written)
 
-    def _finish(self, db: sqlite3.Connection, states: dict[str, MeterState], commit: bool) -> None:
+    def _finish(self, db: sqlite3.Connection, written: _Written, commit: bool) -> None:
         """End a staged transaction and unlock the store (see :class:`StagedBatch`)."""
         try:
             if not commit:
@@ -366,25 +397,64 @@ class Store:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
-            self._states.update(states)
+            self._committed(written)
         finally:
             self._lock.release()
 
     def _commit(self, rows: list[tuple[Any, ...]], readings: Sequence[Reading]) -> list[int | None]:
-        with self.transaction() as db:
-            ids = _insert_readings(db, rows)
-            states = self._write(db, readings, ids)
-        self._states.update(states)
+        with self._lock:
+            with write_transaction(self._live(), path=self.path, error=StoreError) as db:
+                ids = _insert_readings(db, rows)
+                written = self._write(db, readings, ids)
+            self._committed(written)
         return ids
 
     def _write(
         self, db: sqlite3.Connection, readings: Sequence[Reading], ids: list[int | None]
-    ) -> dict[str, MeterState]:
+    ) -> _Written:
+        """Write the values of the new readings and, when due, the meter-state checkpoint."""
         new = [(i, r) for i, r in zip(ids, readings, strict=True) if i is not None]
         db.executemany(_INSERT_VALUE, _value_rows(new))
         states = _next_states(self._states, [r for _, r in new])
-        db.executemany(_UPSERT_STATE, [_state_row(m, s) for m, s in states.items()])
-        return states
+        since = self._since + len(new)
+        due = bool(new) and since >= max(CHECKPOINT_MIN, CHECKPOINT_READINGS * len(self._states))
+        if due:
+            self._write_checkpoint(db, states, new[-1][0])
+        return _Written(states, since, due)
+
+    def _write_checkpoint(
+        self, db: sqlite3.Connection, states: dict[str, MeterState], last: int
+    ) -> None:
+        """Write the state of every meter changed since the checkpoint, as after ``last``."""
+        changed = {m: self._states[m] for m in self._dirty if m not in states}
+        changed.update(states)
+        db.executemany(_UPSERT_STATE, [_state_row(m, s) for m, s in changed.items()])
+        db.execute("UPDATE state_checkpoint SET reading = ?", (last,))
+
+    def _committed(self, written: _Written) -> None:
+        """Take over the states of a committed transaction (under the lock)."""
+        self._states.update(written.states)
+        if written.checkpoint:
+            self._dirty.clear()
+            self._since = 0
+        else:
+            self._dirty.update(written.states)
+            self._since = written.since
+
+    def checkpoint(self) -> None:
+        """Write the meter states changed since the last checkpoint (also done at close).
+
+        Raises:
+            StoreError: the transaction failed (the states stay derivable from the readings).
+        """
+        with self._lock:
+            if not self._dirty:
+                return
+            with write_transaction(self._live(), path=self.path, error=StoreError) as db:
+                last = db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0]
+                self._write_checkpoint(db, {}, last)
+            self._dirty.clear()
+            self._since = 0
 
     def state(self, meter: str) -> MeterState | None:
         """Return the state after the meter's last stored reading, or None if it has none.
@@ -513,16 +583,54 @@ class Store:
             return db.total_changes - before
 
     def close(self) -> None:
-        """Close the file (idempotent); later calls raise StoreError."""
+        """Write the meter-state checkpoint and close the file (idempotent).
+
+        Later calls raise StoreError. A checkpoint that fails here is not raised: the file
+        is consistent without it (the next open replays the readings after the last one).
+        """
+        with contextlib.suppress(StoreError):
+            self.checkpoint()
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
 
-def _load_states(db: sqlite3.Connection) -> dict[str, MeterState]:
+class _Written(NamedTuple):
+    """What a transaction changed of the meter states, taken over once it commits."""
+
+    states: dict[str, MeterState]  # the batch's meters after it
+    since: int  # readings stored after the checkpoint, this batch's included
+    checkpoint: bool  # this transaction wrote the checkpoint
+
+
+def _load_states(
+    db: sqlite3.Connection,
+) -> tuple[dict[str, MeterState], list[tuple[str, int]]]:
+    """Return every meter's state after the last stored reading, and the (meter, id) of
+    each reading stored after the checkpoint.
+
+    ``meter_state`` holds the states as after reading ``state_checkpoint.reading``; the
+    readings stored after it are replayed on top, in id (= storing) order.
+    """
     rows = db.execute("SELECT * FROM meter_state").fetchall()
-    return {r[0]: MeterState(**_state_fields(r)) for r in rows}
+    states = {r[0]: MeterState(**_state_fields(r)) for r in rows}
+    checkpoint = db.execute("SELECT reading FROM state_checkpoint").fetchone()[0]
+    replayed: list[tuple[str, int]] = []
+    for row in db.execute(_REPLAY, (checkpoint,)):
+        meter = row[1]
+        if not replayed or replayed[-1][1] != row[0]:
+            replayed.append((meter, row[0]))
+            before = states.get(meter)
+            states[meter] = MeterState(
+                t_sim=row[2],
+                access_number=row[3],
+                message_counter=row[4],
+                counters=dict(before.counters) if before is not None else {},
+            )
+        if row[11] == _COUNTER_FUNCTION:
+            states[meter].counters[(row[5], row[6], row[8], row[9], row[10])] = row[7]
+    return states, replayed
 
 
 def _state_fields(r: Any) -> dict[str, Any]:

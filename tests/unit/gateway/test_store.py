@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from smtestbed.services._runtime.errors import RequestError
 from smtestbed.services.gateway.schema import MeterState, Reading, Taf, Value
-from smtestbed.services.gateway.store import SCHEMA_VERSION, Store, StoreError
+from smtestbed.services.gateway.store import CHECKPOINT_MIN, SCHEMA_VERSION, Store, StoreError
 
 OpenStore = Callable[..., Store]
 
@@ -422,3 +422,87 @@ def test_staged_batch_failing_at_commit_keeps_nothing(
         staged.commit()
     assert (store.count(), store.state("12345678"), store.state("dangling")) == (0, None, None)
     assert store.commit_processed([reading(0)]) == [1]
+
+
+def crash_copy(store: Store, folder: Path) -> Path:
+    """Copy a store's file and WAL as they are while it is open (what a killed gateway
+    leaves: every committed transaction, no close-time checkpoint); return the copy."""
+    folder.mkdir()
+    for suffix in ("", "-wal"):
+        source = Path(f"{store.path}{suffix}")
+        (folder / (store.path.name + suffix)).write_bytes(source.read_bytes())
+    return folder / store.path.name
+
+
+def file_states(path: Path) -> tuple[int, dict[str, tuple[Any, ...]]]:
+    """Return the checkpoint's reading id and the meter_state rows of a store file."""
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        (checkpoint,) = raw.execute("SELECT reading FROM state_checkpoint").fetchone()
+        rows = {r[0]: r[1:] for r in raw.execute("SELECT * FROM meter_state")}
+    return checkpoint, rows
+
+
+METERS = [f"{10000000 + k}" for k in range(5)]
+
+
+def test_state_after_a_crash_is_replayed_from_the_readings(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """Without a checkpoint since, the state is rebuilt from the readings after it, equal to
+    the state the store had; a later checkpoint also writes the meters replayed."""
+    store = open_store()
+    store.commit_readings([reading(n, meter=m) for n in range(3) for m in METERS])
+    store.commit_readings([reading(5, meter=METERS[0], energy=1e9)])
+    assert file_states(store.path) == (0, {})  # nothing written but the readings
+    copy = Store(crash_copy(store, tmp_path / "crash"))
+    try:
+        assert [copy.state(m) for m in METERS] == [store.state(m) for m in METERS]
+        assert copy.state(METERS[0]).counters[("energy", "Wh", 0, 0, 0)] == 1e9  # type: ignore[union-attr]
+        # enough readings of one other meter to make a checkpoint due
+        copy.commit_readings([reading(10 + n, meter="20000000") for n in range(1000)])
+        checkpoint, rows = file_states(copy.path)
+        assert checkpoint == copy.count()
+        assert sorted(rows) == sorted([*METERS, "20000000"])
+        again = Store(crash_copy(copy, tmp_path / "crash2"))
+        try:
+            assert [again.state(m) for m in METERS] == [store.state(m) for m in METERS]
+        finally:
+            again.close()
+    finally:
+        copy.close()
+
+
+def test_checkpoint_is_written_when_due_and_at_close(open_store: OpenStore) -> None:
+    """A checkpoint comes with the batch that makes the readings since the last one at least
+    CHECKPOINT_MIN (and 16 per meter); close writes one too, so a reopen replays nothing."""
+    store = open_store()
+    store.commit_readings([reading(n, meter=METERS[n % 5]) for n in range(CHECKPOINT_MIN - 1)])
+    assert file_states(store.path) == (0, {})
+    store.commit_readings([reading(CHECKPOINT_MIN, meter=METERS[0])])
+    checkpoint, rows = file_states(store.path)
+    assert checkpoint == CHECKPOINT_MIN
+    assert rows[METERS[0]][:3] == (900.0 * CHECKPOINT_MIN, CHECKPOINT_MIN % 256, CHECKPOINT_MIN)
+    assert len(rows) == 5
+    store.commit_readings([reading(2000, meter=METERS[1])])
+    expected = store.state(METERS[1])
+    path = store.path
+    store.close()
+    checkpoint, rows = file_states(path)
+    assert checkpoint == CHECKPOINT_MIN + 1
+    assert rows[METERS[1]][0] == 900.0 * 2000
+    assert open_store().state(METERS[1]) == expected
+
+
+def test_version_1_file_is_taken_over(open_store: OpenStore, tmp_path: Path) -> None:
+    """A version 1 store (states written with every reading) opens with the same states, its
+    checkpoint at the last reading."""
+    store = open_store()
+    store.commit_readings([reading(n, meter=METERS[n % 2]) for n in range(6)])
+    before = [store.state(m) for m in METERS[:2]]
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db")) as raw:
+        raw.executescript("DROP TABLE state_checkpoint; UPDATE schema_version SET version = 1;")
+    reopened = open_store()
+    assert [reopened.state(m) for m in METERS[:2]] == before
+    assert file_states(reopened.path)[0] == 6
+    assert reopened.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
