@@ -133,7 +133,7 @@ def sent_telegrams(until: float) -> list[Sent]:
     return out
 
 
-def write_config(folder: Path, endpoints: Endpoints) -> Path:
+def write_config(folder: Path, endpoints: Endpoints, *, window_s: float = WINDOW_S) -> Path:
     """Write the testbed TOML: common endpoints, farm, channel and gateway sections."""
     farm_out = f"tcp://127.0.0.1:{free_port()}"
     lmn = f"tcp://127.0.0.1:{free_port()}"
@@ -150,7 +150,7 @@ def write_config(folder: Path, endpoints: Endpoints) -> Path:
         f'mix = "{MIX}"',
         "security = 5",
         f"interval_s = {INTERVAL_S}",
-        f"window_s = {WINDOW_S}",
+        f"window_s = {window_s}",
         f"area_m = {AREA_M}",
         f'output = "{farm_out}"',
         "",
