@@ -276,16 +276,15 @@ def _check_values(
     values: tuple[Value, ...], state: MeterState | None, limits: Plausibility
 ) -> None:
     """Raise ``implausible_value`` or ``counter_backwards`` for a value out of line."""
+    ranges, counters, isfinite = limits.ranges, limits.counters, math.isfinite
     for value in values:
         number, quantity = value.value, value.quantity
-        bounds = limits.ranges.get((quantity, value.unit))
-        if not math.isfinite(number) or (
-            bounds is not None and not bounds[0] <= number <= bounds[1]
-        ):
+        bounds = ranges.get((quantity, value.unit))
+        if not isfinite(number) or (bounds is not None and not bounds[0] <= number <= bounds[1]):
             raise _RefusedError(
                 Reason.IMPLAUSIBLE_VALUE, f"{quantity} {number} {value.unit} is out of range"
             )
-        if quantity in limits.counters and number < 0:
+        if quantity in counters and number < 0:
             raise _RefusedError(
                 Reason.IMPLAUSIBLE_VALUE, f"counter {quantity} is negative: {number} {value.unit}"
             )
@@ -515,10 +514,13 @@ def _reading(
     # Fills the slots directly: the frozen dataclass __init__ goes through
     # object.__setattr__ per field, about 1 us more per accepted frame.
     reading = object.__new__(Reading)
-    for setter, item in zip(
-        _READING_SETTERS, (meter, t_sim, access, counter, digest, values), strict=True
-    ):
-        setter(reading, item)
+    set_meter, set_t_sim, set_access, set_counter, set_digest, set_values = _READING_SETTERS
+    set_meter(reading, meter)
+    set_t_sim(reading, t_sim)
+    set_access(reading, access)
+    set_counter(reading, counter)
+    set_digest(reading, digest)
+    set_values(reading, values)
     return reading
 
 
