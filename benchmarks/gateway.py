@@ -3,8 +3,11 @@
 Run: ``.venv/bin/python benchmarks/gateway.py [--frames N] [--instances K]``.
 
 The frames are real mode-5 telegrams from the sensor farm's builder. The gateway
-path is :meth:`GatewayInstance.ingest` (measurement processing, one SQLite
-transaction per batch in WAL mode with ``synchronous=FULL``, signed logs). The
+path is the service's: :class:`~smtestbed.services.gateway.ingest.Committer`
+(measurement processing and the rows written on the calling thread, one SQLite
+transaction per batch in WAL mode with ``synchronous=FULL`` committed and the
+signed log entries written on its commit threads; a frame counts once its
+transaction has committed and its log entries are written). The
 baselines, run in the same process on the same data: one ``cryptography``
 AES-128-CBC decryption per frame, and a bare ``sqlite3`` insert of the rows the
 gateways stored (each reading with its SHA-256 frame digest under a unique
