@@ -54,9 +54,6 @@ from tests.integration.test_gateway_pipeline import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-# About one telegram per meter and window (the population sends every 300 s): a simulated day is
-# 288 windows through farm, channel and gateway instead of 1,440 at the pipeline's 60 s.
-E2E_WINDOW_S = 300.0
 
 
 @pytest.fixture
@@ -270,7 +267,7 @@ def test_end_to_end_taf7_profiles_from_the_sensor_farm_reach_the_emt_and_equal_t
     """
     endpoints = random_endpoints()
     write_meters(tmp_path / "registry.csv")
-    cfg = write_config(tmp_path, endpoints, window_s=E2E_WINDOW_S)
+    cfg = write_config(tmp_path, endpoints)
     with cfg.open("a") as out:  # [gateway] is the file's last table
         out.write("\n".join(delivery_lines(pki, gateway, emt)) + "\n")
 

@@ -51,7 +51,7 @@ CUT = MIDNIGHT + DAY_S + 1200.0  # readings up to here are compared with the tes
 SEED = 11
 METERS = 20
 INTERVAL_S = 300.0
-WINDOW_S = 60.0
+WINDOW_S = 300.0  # about one telegram per meter and window: a day is 288 windows
 AREA_M = 200.0
 MIX = "electricity=0.4,gas=0.1,water=0.3,heat=0.2"
 EMT = "emt-1"
@@ -133,7 +133,7 @@ def sent_telegrams(until: float) -> list[Sent]:
     return out
 
 
-def write_config(folder: Path, endpoints: Endpoints, *, window_s: float = WINDOW_S) -> Path:
+def write_config(folder: Path, endpoints: Endpoints) -> Path:
     """Write the testbed TOML: common endpoints, farm, channel and gateway sections."""
     farm_out = f"tcp://127.0.0.1:{free_port()}"
     lmn = f"tcp://127.0.0.1:{free_port()}"
@@ -150,7 +150,7 @@ def write_config(folder: Path, endpoints: Endpoints, *, window_s: float = WINDOW
         f'mix = "{MIX}"',
         "security = 5",
         f"interval_s = {INTERVAL_S}",
-        f"window_s = {window_s}",
+        f"window_s = {WINDOW_S}",
         f"area_m = {AREA_M}",
         f'output = "{farm_out}"',
         "",
