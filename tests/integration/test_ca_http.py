@@ -77,7 +77,7 @@ def test_issue_fetch_revoke_and_see_it_in_the_next_crl(
     async def scenario() -> tuple[dict[str, Any], bytes, bytes, list[Event]]:
         async with bus_client(endpoints) as client, _ca(endpoints, tmp_path / "ca") as url:
             sub = client.subscribe(["ca."])
-            await asyncio.sleep(0.5)  # let the subscription reach the broker
+            await sub.wait_connected()
             async with aiohttp.ClientSession() as http:
                 status, issued = await _post(
                     http,
@@ -242,7 +242,7 @@ def test_refused_issue_is_published_as_request_refused(
     async def scenario() -> tuple[int, Any, Event]:
         async with bus_client(endpoints) as client, _ca(endpoints, tmp_path / "ca") as url:
             sub = client.subscribe([topics.CA_REQUEST_REFUSED])
-            await asyncio.sleep(0.5)
+            await sub.wait_connected()
             async with aiohttp.ClientSession() as http:
                 status, body = await _post(
                     http,
