@@ -38,10 +38,15 @@ WHICH = ("tls", "sig")
 # -- the CA's HTTP API -------------------------------------------------------------------
 
 
-async def ca_post(ctx: OpContext, path: str, body: dict[str, Any], *, admin: bool = False) -> Any:
-    """POST ``body`` to the CA; a refusal is a RequestError naming the CA's field."""
+def need_ca(ctx: OpContext) -> None:
+    """Refuse an operation on a testbed that runs no CA, before looking at its parameters."""
     if not ctx.topology.ca_url:
         raise RequestError("this testbed runs no CA (state.pki.enabled)", field="operation")
+
+
+async def ca_post(ctx: OpContext, path: str, body: dict[str, Any], *, admin: bool = False) -> Any:
+    """POST ``body`` to the CA; a refusal is a RequestError naming the CA's field."""
+    need_ca(ctx)
     headers = {"Authorization": f"Bearer {ctx.topology.ca_secret}"} if admin else {}
     timeout = aiohttp.ClientTimeout(total=ctx.timeout_s)
     try:
@@ -87,6 +92,7 @@ def csr_subject(pem: str) -> str:
     Param(name="token", type="string", default="", description="enrolment token (optional)"),
 )
 async def certificate(ctx: OpContext, p: dict[str, Any]) -> Any:
+    need_ca(ctx)
     subject, token = csr_subject(p["csr"]), p["token"]
     if not token:
         try:
