@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # Debian packages the test suite talks to (real servers, real tools).
 APT_TEST_PACKAGES ?= openssl slapd ldap-utils mosquitto mosquitto-clients chromium
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist): integration tests mostly wait on processes and sockets.
+PYTEST_WORKERS ?= 2
 # Numba caches compiled kernels beside their sources, which for the strict editable install
 # is the link tree under build/ that every `make install` rebuilds: keep the cache outside
 # it, so a second `make demo` or `make test` does not compile every kernel again.
@@ -48,7 +50,7 @@ unit: install
 KERNEL_TESTS := tests/unit/sensorfarm tests/unit/channel tests/unit/proto/test_wmbus_speedpath.py
 
 test: install system-deps lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q $(KERNEL_TESTS)
 
 # The main job: every scenario and its negative control, each on a fresh testbed on this

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -31,7 +32,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(set(SERVICE_TESTS) & set(item.path.parts) for item in session.items):
         return
     argv = [sys.executable, "-m", "tests.warm_kernels"]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    cache = Path(os.environ["NUMBA_CACHE_DIR"])
+    cache.mkdir(parents=True, exist_ok=True)
+    # parallel workers take turns: the first compiles, the others then load from the cache
+    with (cache / ".warm.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise pytest.UsageError(f"compiling the Numba kernels failed:\n{done.stderr[-3000:]}")
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -32,15 +32,32 @@ def free_port() -> int:
     Ports come from below Linux's ephemeral range (32768-60999), so that an
     outgoing connection made meanwhile cannot take the port first.
     """
+    low, high = _port_range()
     for _ in range(200):
-        port = _PORTS.randrange(20000, 32000)
+        port = _PORTS.randrange(low, high)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise OSError("no free port found in 20000-32000 on 127.0.0.1")
+    raise OSError(f"no free port found in {low}-{high} on 127.0.0.1")
+
+
+def _port_range() -> tuple[int, int]:
+    """Return this process's share of 20000-32000.
+
+    Parallel test workers (pytest-xdist names them gw0, gw1, ... in
+    PYTEST_XDIST_WORKER) each draw from their own slice, so a port one worker
+    picked and has not bound yet is never picked by another.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+        return 20000, 32000
+    size = 12000 // count
+    low = 20000 + size * (int(worker[2:]) % count)
+    return low, low + size
 
 
 def random_endpoints() -> Endpoints:

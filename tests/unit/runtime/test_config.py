@@ -81,3 +81,20 @@ def test_booleans_accept_the_usual_spellings() -> None:
         assert cfg.validate is expected
     with pytest.raises(ConfigError, match="expected true or false"):
         load_config(BrokerConfig, "broker", env={}, overrides={"validate": "maybe"})
+
+
+def test_parallel_test_workers_draw_ports_from_separate_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two pytest-xdist workers get disjoint port ranges; a lone process the whole range."""
+    from smtestbed.services._runtime import testing
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert testing._port_range() == (20000, 32000)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    slices = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        slices.append(testing._port_range())
+        assert slices[-1][0] <= testing.free_port() < slices[-1][1]
+    assert slices == [(20000, 26000), (26000, 32000)]
