@@ -8,6 +8,7 @@ timeout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -24,6 +25,11 @@ from smtestbed.services._runtime.lifecycle import Service, ServiceRunner
 
 S = TypeVar("S", bound=Service)
 _PORTS = random.Random(os.getpid() ^ time.time_ns())
+# Ports this process handed out lately: a testbed's layout takes several before any is
+# bound, and a port that merely tested free must not come out twice.
+_GIVEN_MAX = 2000
+_GIVEN: set[int] = set()
+_GIVEN_ORDER: collections.deque[int] = collections.deque()
 
 
 def free_port() -> int:
@@ -35,12 +41,18 @@ def free_port() -> int:
     low, high = _port_range()
     for _ in range(200):
         port = _PORTS.randrange(low, high)
+        if port in _GIVEN:
+            continue  # handed out already: its user may not have bound it yet
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        _GIVEN_ORDER.append(port)
+        if len(_GIVEN_ORDER) > _GIVEN_MAX:
+            _GIVEN.discard(_GIVEN_ORDER.popleft())
+        return port
     raise OSError(f"no free port found in {low}-{high} on 127.0.0.1")
 
 

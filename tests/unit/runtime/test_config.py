@@ -98,3 +98,11 @@ def test_parallel_test_workers_draw_ports_from_separate_slices(
         slices.append(testing._port_range())
         assert slices[-1][0] <= testing.free_port() < slices[-1][1]
     assert slices == [(20000, 26000), (26000, 32000)]
+
+
+def test_free_port_never_hands_out_a_port_twice_in_a_row_of_picks() -> None:
+    """A testbed takes many ports before binding any: none may come out twice."""
+    from smtestbed.services._runtime import testing
+
+    picks = [testing.free_port() for _ in range(500)]
+    assert len(set(picks)) == len(picks)
