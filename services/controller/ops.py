@@ -100,6 +100,11 @@ async def corrupt_frames(ctx: OpContext, p: dict[str, Any]) -> Any:
     return await _farm(ctx, topics.METER_CORRUPT, p)
 
 
+def _given(p: dict[str, Any]) -> dict[str, Any]:
+    """Return the parameters the caller gave (optional ones left out are None)."""
+    return {k: v for k, v in p.items() if v is not None}
+
+
 @operation(
     "meter_replay",
     "act",
@@ -110,7 +115,7 @@ async def corrupt_frames(ctx: OpContext, p: dict[str, Any]) -> Any:
     Param(name="at", type="number", description="simulation time to send them, s (next window)"),
 )
 async def meter_replay(ctx: OpContext, p: dict[str, Any]) -> Any:
-    return await _farm(ctx, topics.METER_REPLAY, {k: v for k, v in p.items() if v is not None})
+    return await _farm(ctx, topics.METER_REPLAY, _given(p))
 
 
 @operation(
@@ -124,8 +129,7 @@ async def meter_replay(ctx: OpContext, p: dict[str, Any]) -> Any:
     Param(name="clear", type="boolean", description="clear earlier faults first"),
 )
 async def channel_fault(ctx: OpContext, p: dict[str, Any]) -> Any:
-    params = {k: v for k, v in p.items() if v is not None}
-    return await ctx.request(ctx.topology.channel, topics.CHANNEL_SET_FAULT, params)
+    return await ctx.request(ctx.topology.channel, topics.CHANNEL_SET_FAULT, _given(p))
 
 
 @operation(
@@ -136,8 +140,7 @@ async def channel_fault(ctx: OpContext, p: dict[str, Any]) -> Any:
     Param(name="meter", type="integer", description="only this meter's frames (row number)"),
 )
 async def force_collision(ctx: OpContext, p: dict[str, Any]) -> Any:
-    params = {k: v for k, v in p.items() if v is not None}
-    return await ctx.request(ctx.topology.channel, topics.CHANNEL_FORCE_COLLISION, params)
+    return await ctx.request(ctx.topology.channel, topics.CHANNEL_FORCE_COLLISION, _given(p))
 
 
 @operation(
