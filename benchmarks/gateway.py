@@ -4,10 +4,12 @@ Run: ``.venv/bin/python benchmarks/gateway.py [--frames N] [--instances K]``.
 
 The frames are real mode-5 telegrams from the sensor farm's builder. The gateway
 path is the service's: :class:`~smtestbed.services.gateway.ingest.Committer`
-(measurement processing and the rows written on the calling thread, one SQLite
-transaction per batch in WAL mode with ``synchronous=FULL`` committed and the
-signed log entries written on its commit threads; a frame counts once its
-transaction has committed and its log entries are written). The
+(measurement processing and each batch's rows prepared on the calling thread;
+one SQLite transaction per batch in WAL mode with ``synchronous=FULL``, run by
+the store writer process, :mod:`~smtestbed.services.gateway.store_writer`; the
+signed log entries written on the commit threads; a frame counts once its
+transaction has committed and its log entries are written). So the gateway
+uses two processes, as the service does, where each bare loop is one thread. The
 baselines, run in the same process on the same data: one ``cryptography``
 AES-128-CBC decryption per frame, and a bare ``sqlite3`` insert of the rows the
 gateways stored (each reading with its SHA-256 frame digest under a unique
@@ -44,6 +46,7 @@ from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.schema import MeterEntry, Taf
 from smtestbed.services.gateway.service import settle_heap
+from smtestbed.services.gateway.store_writer import StoreWriter
 from smtestbed.services.sensorfarm.population import Population, generate
 from smtestbed.services.sensorfarm.telegrams import build_telegrams
 
@@ -95,7 +98,9 @@ def gateway_rate(
 
     The first round (one frame per meter) is the untimed warm-up.
     """
-    gws = [GatewayInstance(f"gw{k}", root / f"gw{k}") for k in range(instances)]
+    writer = StoreWriter()
+    writer.start()
+    gws = [GatewayInstance(f"gw{k}", root / f"gw{k}", writer=writer) for k in range(instances)]
     for k, gw in enumerate(gws):
         gw.registry.add_many(entry(pop, i) for i in range(k, len(pop), instances))
     warm = _per_instance(frames[: len(pop)], instances)
@@ -108,6 +113,7 @@ def gateway_rate(
         elapsed = time.perf_counter() - start
     for gw in gws:
         gw.close()
+    writer.close()
     return accepted / elapsed, accepted
 
 

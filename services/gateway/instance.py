@@ -20,6 +20,7 @@ from smtestbed.services.gateway.processing import BatchOutcome, Pipeline, Plausi
 from smtestbed.services.gateway.registry import Registry
 from smtestbed.services.gateway.schema import MeterEntry, Reading, Rejection
 from smtestbed.services.gateway.store import StagedBatch, Store
+from smtestbed.services.gateway.store_writer import StoreWriter
 from smtestbed.services.gateway.unsafe import SkippedChecks
 
 
@@ -74,12 +75,15 @@ class GatewayInstance:
         synchronous: str = "FULL",
         limits: Plausibility | None = None,
         skipped: SkippedChecks | None = None,
+        writer: StoreWriter | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.folder = folder
         self.store = Store(
-            folder / "store.sqlite", synchronous="NORMAL" if synchronous == "NORMAL" else "FULL"
+            folder / "store.sqlite",
+            synchronous="NORMAL" if synchronous == "NORMAL" else "FULL",
+            writer=writer,
         )
         self.registry = Registry(self.store)
         self.key = load_or_create_key(folder / "keys")

@@ -17,7 +17,7 @@ PARTITION_FILES: dict[str, tuple[str, ...]] = {
         "schema.py",
         "unsafe.py",
     ),
-    "store": ("store.py", "store_checks.py"),
+    "store": ("store.py", "store_checks.py", "store_sql.py", "store_writer.py"),
     "tariffs": ("tariffs.py", "taf_runner.py"),
     "logs": ("logs.py", "logchain.py", "keys.py"),
     "observer": ("observer.py", "partitions.py", "integrity.py"),

@@ -39,10 +39,12 @@ import contextlib
 import functools
 import hashlib
 import json
+import operator
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,20 @@ from smtestbed.services.gateway.store_checks import (
     processed_row,
     queue_row,
     reading_row,
+)
+from smtestbed.services.gateway.store_sql import (
+    INSERT_READING,
+    INSERT_VALUE,
+    NEXT_ID,
+    SET_CHECKPOINT,
+    UPSERT_STATE,
+    insert_new,
+    stored_digests,
+)
+from smtestbed.services.gateway.store_writer import (
+    StoreWriter,
+    WriterError,
+    encode_write,
 )
 
 SCHEMA_VERSION = 2
@@ -120,14 +136,6 @@ CREATE TABLE emt_queue (
 CREATE INDEX emt_queue_pending ON emt_queue (emt, id) WHERE delivered IS NULL;
 """
 
-_INSERT_READING = "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?)"
-_INSERT_FRESH = _INSERT_READING + " ON CONFLICT (frame_digest) DO NOTHING"
-_INSERT_VALUE = "INSERT INTO reading_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPSERT_STATE = """
-INSERT INTO meter_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter) DO UPDATE SET
-t_sim = excluded.t_sim, access_number = excluded.access_number,
-message_counter = excluded.message_counter, counters = excluded.counters
-"""
 _READINGS = """
 WITH r AS (
     SELECT * FROM readings WHERE meter = ? AND t_sim >= ? AND t_sim < ?
@@ -150,7 +158,6 @@ WHERE r.id > ? ORDER BY r.id, v.position
 """
 _READING_FIELDS = ("meter", "t_sim", "access_number", "message_counter", "frame_digest")
 _VALUE_FIELDS = ("quantity", "unit", "value", "storage_number", "tariff", "subunit", "function")
-_DIGEST_CHUNK = 900  # bound parameters per IN (...) query
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 _COUNTER_FUNCTION = "instantaneous"
 
@@ -181,23 +188,31 @@ class QueuedRecord:
 
 
 class StagedBatch:
-    """A batch written by :meth:`Store.stage_processed` whose transaction is still open.
+    """A batch prepared by :meth:`Store.stage_processed` whose transaction is not ended yet.
 
-    Exactly one of :meth:`commit` and :meth:`rollback` ends it, on any thread; the store
-    stays locked until then.
+    Exactly one of :meth:`commit` and :meth:`rollback` ends it, on any thread. Without a
+    writer process the rows are written already, in a transaction left open on the store's
+    connection, and the store stays locked until then. With one, the batch is on its way
+    to the writer, which runs the store's batches one after the other in the order they
+    were staged, and :meth:`commit` waits for its answer; the store is not locked
+    meanwhile, so the next batch can be staged (see :meth:`Store.stage_processed`).
 
     Attributes:
         ids: each reading's id, None for a duplicate (valid once committed).
     """
 
-    __slots__ = ("_db", "_done", "_store", "_written", "ids")
+    __slots__ = ("_done", "_remote", "_store", "_written", "ids")
 
     def __init__(
-        self, store: Store, db: sqlite3.Connection, ids: list[int | None], written: _Written
+        self,
+        store: Store,
+        ids: list[int | None],
+        written: _Written,
+        remote: _Remote | None = None,
     ) -> None:
         self._store = store
-        self._db = db
         self._written = written
+        self._remote = remote
         self._done = False
         self.ids = ids
 
@@ -205,7 +220,9 @@ class StagedBatch:
         """Commit the transaction (the readings are stored now) and unlock the store.
 
         Raises:
-            StoreError: the commit failed; nothing of the batch is kept.
+            StoreError: the commit failed; nothing of the batch is kept (with a writer
+                process that ended before answering: the batch may have committed, and the
+                store reads its meter states from the file again before the next batch).
         """
         self._end(commit=True)
         return self.ids
@@ -218,7 +235,18 @@ class StagedBatch:
         if self._done:
             raise StoreError(f"{self._store.path}: staged batch already ended")
         self._done = True
-        self._store._finish(self._db, self._written, commit)
+        if self._remote is None:
+            self._store._finish(self._written, commit)
+        else:
+            self.ids = self._store._finish_remote(self._remote, commit)
+
+
+class _Remote(NamedTuple):
+    """A batch handed to the writer process."""
+
+    answer: Future[Any] | None  # None: no reading to write
+    first: int  # the id of its first reading
+    size: int  # its readings
 
 
 class Store:
@@ -228,16 +256,34 @@ class Store:
         path: the database file; created with the current schema when missing.
         synchronous: ``"FULL"`` (default: survives power loss) or ``"NORMAL"``
             (survives a killed process only); see the module docstring.
+        writer: a writer process that runs the transactions of :meth:`stage_processed`
+            (see :mod:`~smtestbed.services.gateway.store_writer`); None writes them on
+            this store's own connection.
 
     Raises:
         StoreError: the file is not a store, or has another schema version.
     """
 
-    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        writer: StoreWriter | None = None,
+    ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise RequestError("must be FULL or NORMAL", field="synchronous")
         self.path = Path(path)
+        self._synchronous = synchronous
+        self._writer = writer
         self._lock = threading.Lock()
+        # With a writer: batches handed over and not yet answered; the states read from
+        # the file again once none is (a batch failed or held copies of stored frames);
+        # the id of the next batch's first reading (None: the file says).
+        self._inflight = 0
+        self._quiet = threading.Condition(self._lock)
+        self._stale = False
+        self._next_id: int | None = None
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -360,11 +406,24 @@ class Store:
         when the readings are stored. Until then the store is locked: every other call
         waits, and so does the next :meth:`stage_processed`.
 
+        With a writer process, this call hands the batch over and returns at once: the
+        writer runs the store's batches one at a time in this order, each in one
+        transaction, and refuses every batch after one that failed (the ids a batch is
+        given count on the batches before it). The meter states move on with the batch
+        here; when a batch fails (or held a copy of a stored frame, which the writer
+        leaves out), the states are read from the file again as soon as no batch of the
+        store is under way. Writes of this store's own (registry, queue) still go on
+        meanwhile; :meth:`checkpoint`, :meth:`commit_batch` and :meth:`close` wait for
+        the batches under way.
+
         Raises:
             RequestError: a reading has a wrong type or value (nothing is written).
             StoreError: SQLite refused a statement (nothing is kept, the store is unlocked).
         """
         rows = [processed_row(r, i) for i, r in enumerate(readings)]
+        if self._writer is not None:
+            with self._lock:
+                return self._stage_remote(self._live(), self._writer, rows, readings)
         self._lock.acquire()
         try:
             db = self._live()
@@ -383,11 +442,47 @@ class Store:
         except BaseException:
             self._lock.release()
             raise
-        return StagedBatch(self, db, ids, written)
+        return StagedBatch(self, ids, written)
 
-    def _finish(self, db: sqlite3.Connection, written: _Written, commit: bool) -> None:
+    def _stage_remote(
+        self,
+        db: sqlite3.Connection,
+        writer: StoreWriter,
+        rows: list[tuple[Any, ...]],
+        readings: Sequence[Reading],
+    ) -> StagedBatch:
+        """Hand a batch to the writer (under the lock); see :meth:`stage_processed`."""
+        if self._stale:
+            self._settle_batches(db)
+        first = self._next_id
+        fresh = first is None  # the writer then checks the id against the file
+        if first is None:
+            try:
+                first = int(db.execute(NEXT_ID).fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: query failed: {exc}") from exc
+        written, checkpoint = self._plan(readings)
+        answer: Future[Any] | None = None
+        if rows:
+            body = encode_write(
+                str(self.path),
+                self._synchronous,
+                first,
+                fresh,
+                rows,
+                _value_rows(enumerate(readings, first)),
+                checkpoint,
+            )
+            answer = writer.submit(body)
+            self._inflight += 1
+        self._committed(written)
+        self._next_id = first + len(rows)
+        return StagedBatch(self, [], written, _Remote(answer, first, len(rows)))
+
+    def _finish(self, written: _Written, commit: bool) -> None:
         """End a staged transaction and unlock the store (see :class:`StagedBatch`)."""
         try:
+            db = self._live()
             if not commit:
                 db.execute("ROLLBACK")
                 return
@@ -401,35 +496,92 @@ class Store:
         finally:
             self._lock.release()
 
+    def _finish_remote(self, remote: _Remote, commit: bool) -> list[int | None]:
+        """Wait for the writer's answer to a batch; return its reading ids.
+
+        A rolled-back batch was handed over already: it counts as failed (whether the
+        writer wrote it or not, its readings are not handed out as stored).
+        """
+        if remote.answer is None:
+            return []
+        failure: BaseException | None = None
+        copies: Sequence[int] = ()
+        try:
+            copies = remote.answer.result()
+        except WriterError as exc:
+            failure = exc
+        with self._lock:
+            self._inflight -= 1
+            if failure is not None or copies or not commit:
+                self._stale = True
+                self._next_id = None
+            if self._stale and not self._inflight:
+                with contextlib.suppress(StoreError):
+                    self._settle_batches(self._live())
+            self._quiet.notify_all()
+        if failure is not None:
+            raise StoreError(f"{self.path}: {failure}") from failure
+        ids: list[int | None] = list(range(remote.first, remote.first + remote.size))
+        for position in copies:
+            ids[position] = None
+        return ids
+
+    def _settle_batches(self, db: sqlite3.Connection) -> None:
+        """Wait (under the lock) until no batch is with the writer; then, when a batch
+        failed or was written otherwise than planned, read the states from the file."""
+        while self._inflight:
+            self._quiet.wait()
+        if self._stale:
+            self._reload(db)
+            self._next_id = None
+
     def _commit(self, rows: list[tuple[Any, ...]], readings: Sequence[Reading]) -> list[int | None]:
         with self._lock:
-            with write_transaction(self._live(), path=self.path, error=StoreError) as db:
+            db = self._live()
+            self._settle_batches(db)
+            self._next_id = None
+            with write_transaction(db, path=self.path, error=StoreError):
                 ids = _insert_readings(db, rows)
                 written = self._write(db, readings, ids)
             self._committed(written)
         return ids
+
+    def _reload(self, db: sqlite3.Connection) -> None:
+        """Read the meter states from the file again (a writer may have committed unseen)."""
+        try:
+            self._states, replayed = _load_states(db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the meter states: {exc}") from exc
+        self._dirty = {meter for meter, _ in replayed}
+        self._since = len(replayed)
+        self._stale = False
+
+    def _plan(self, new: Sequence[Reading]) -> tuple[_Written, list[tuple[Any, ...]] | None]:
+        """Return what storing the new readings changes of the meter states, and the
+        checkpoint rows to write with them (None when the checkpoint is not due)."""
+        states = _next_states(self._states, new)
+        since = self._since + len(new)
+        due = bool(new) and since >= max(CHECKPOINT_MIN, CHECKPOINT_READINGS * len(self._states))
+        return _Written(states, since, due), self._checkpoint_rows(states) if due else None
 
     def _write(
         self, db: sqlite3.Connection, readings: Sequence[Reading], ids: list[int | None]
     ) -> _Written:
         """Write the values of the new readings and, when due, the meter-state checkpoint."""
         new = [(i, r) for i, r in zip(ids, readings, strict=True) if i is not None]
-        db.executemany(_INSERT_VALUE, _value_rows(new))
-        states = _next_states(self._states, [r for _, r in new])
-        since = self._since + len(new)
-        due = bool(new) and since >= max(CHECKPOINT_MIN, CHECKPOINT_READINGS * len(self._states))
-        if due:
-            self._write_checkpoint(db, states, new[-1][0])
-        return _Written(states, since, due)
+        db.executemany(INSERT_VALUE, _value_rows(new))
+        written, checkpoint = self._plan([r for _, r in new])
+        if checkpoint is not None:
+            db.executemany(UPSERT_STATE, checkpoint)
+            db.execute(SET_CHECKPOINT, (new[-1][0],))
+        return written
 
-    def _write_checkpoint(
-        self, db: sqlite3.Connection, states: dict[str, MeterState], last: int
-    ) -> None:
-        """Write the state of every meter changed since the checkpoint, as after ``last``."""
+    def _checkpoint_rows(self, states: dict[str, MeterState]) -> list[tuple[Any, ...]]:
+        """Return the state row of every meter changed since the checkpoint, ``states``
+        (the batch's meters after it) over the others."""
         changed = {m: self._states[m] for m in self._dirty if m not in states}
         changed.update(states)
-        db.executemany(_UPSERT_STATE, [_state_row(m, s) for m, s in changed.items()])
-        db.execute("UPDATE state_checkpoint SET reading = ?", (last,))
+        return [_state_row(m, s) for m, s in changed.items()]
 
     def _committed(self, written: _Written) -> None:
         """Take over the states of a committed transaction (under the lock)."""
@@ -448,11 +600,13 @@ class Store:
             StoreError: the transaction failed (the states stay derivable from the readings).
         """
         with self._lock:
+            self._settle_batches(self._live())
             if not self._dirty:
                 return
             with write_transaction(self._live(), path=self.path, error=StoreError) as db:
                 last = db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0]
-                self._write_checkpoint(db, {}, last)
+                db.executemany(UPSERT_STATE, self._checkpoint_rows({}))
+                db.execute(SET_CHECKPOINT, (last,))
             self._dirty.clear()
             self._since = 0
 
@@ -591,9 +745,13 @@ class Store:
         with contextlib.suppress(StoreError):
             self.checkpoint()
         with self._lock:
+            while self._inflight:
+                self._quiet.wait()
             if self._db is not None:
                 self._db.close()
                 self._db = None
+        if self._writer is not None:
+            self._writer.close_store(str(self.path))
 
 
 class _Written(NamedTuple):
@@ -649,20 +807,14 @@ def _bounds(t0: float | None, t1: float | None) -> tuple[float, float]:
 def _insert_readings(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int | None]:
     """Insert the reading rows not stored before; return each one's id, None for a duplicate.
 
-    The common batch holds no duplicate: all rows go in with one statement whose unique
-    digest index finds any. Only when it found one is the batch inserted again row by row
-    after a look-up of the stored digests.
+    The common batch holds no duplicate (:func:`~.store_sql.insert_new`). Only when it
+    found one is the batch inserted again row by row after a look-up of the stored digests.
     """
-    first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
-    db.execute("SAVEPOINT fresh")
-    before = db.total_changes
-    db.executemany(_INSERT_FRESH, [(first + k, *row) for k, row in enumerate(rows)])
-    if db.total_changes - before == len(rows):
-        db.execute("RELEASE fresh")
+    first = insert_new(db, rows)
+    if first is not None:
         return list(range(first, first + len(rows)))
-    db.execute("ROLLBACK TO fresh")
-    db.execute("RELEASE fresh")
-    known = _stored_digests(db, [row[4] for row in rows])
+    first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
+    known = stored_digests(db, [row[4] for row in rows])
     ids: list[int | None] = []
     for row in rows:
         if row[4] in known:
@@ -672,39 +824,23 @@ def _insert_readings(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> lis
         ids.append(first)
         first += 1
     new = [(i, *row) for i, row in zip(ids, rows, strict=True) if i is not None]
-    db.executemany(_INSERT_READING, new)
+    db.executemany(INSERT_READING, new)
     return ids
 
 
-def _stored_digests(db: sqlite3.Connection, digests: list[bytes]) -> set[bytes]:
-    found: set[bytes] = set()
-    for k in range(0, len(digests), _DIGEST_CHUNK):
-        chunk = digests[k : k + _DIGEST_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        sql = f"SELECT frame_digest FROM readings WHERE frame_digest IN ({marks})"
-        found.update(r[0] for r in db.execute(sql, chunk))
-    return found
+_VALUE_FIELDS_OF = operator.attrgetter(*_VALUE_FIELDS)
 
 
-def _value_rows(new: list[tuple[int, Reading]]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            rid,
-            pos,
-            v.quantity,
-            v.unit,
-            float(v.value),
-            v.storage_number,
-            v.tariff,
-            v.subunit,
-            v.function,
-        )
-        for rid, reading in new
-        for pos, v in enumerate(reading.values)
-    ]
+def _value_rows(new: Iterable[tuple[int, Reading]]) -> list[tuple[Any, ...]]:
+    """Return the value rows of (reading id, reading) pairs (or of (position, reading)).
+
+    The value column has REAL affinity: an integer value is stored as a float.
+    """
+    fields = _VALUE_FIELDS_OF
+    return [(rid, pos, *fields(v)) for rid, reading in new for pos, v in enumerate(reading.values)]
 
 
-def _next_states(states: dict[str, MeterState], new: list[Reading]) -> dict[str, MeterState]:
+def _next_states(states: dict[str, MeterState], new: Sequence[Reading]) -> dict[str, MeterState]:
     """Return the state of every meter in ``new`` after its readings, in batch order."""
     last: dict[str, Reading] = {}
     counters: dict[str, dict[CounterKey, float]] = {}

@@ -1,0 +1,465 @@
+"""A child process that writes the gateway stores' reading batches.
+
+Measurement processing and the writing of its rows are the two large parts of an ingest,
+and in one process they share one GIL: the ``sqlite3`` module lets go of it for every row,
+but the processing thread takes it straight back. With a :class:`StoreWriter` the gateway
+process prepares each batch (the reading rows, the value rows, the meter-state checkpoint
+when due, all computed by :class:`~smtestbed.services.gateway.store.Store`) and this child
+process runs the transaction: ``BEGIN IMMEDIATE``, the inserts, ``COMMIT`` (with the WAL
+sync of the store's ``synchronous`` level). So processing and writing run on two cores.
+
+What a batch may count on does not change: the gateway announces a reading only after the
+child has answered that its transaction committed; the store stays locked from the moment
+a batch is prepared until that answer, so no other write of the store's file comes in
+between. The child keeps one connection per store file and runs requests one at a time,
+in the order they arrive.
+
+Protocol (a ``socketpair`` inherited by the child): each frame is a 12-byte header, the
+request id (u64) and the body length (u32), then a msgpack body. Requests:
+``["write", path, synchronous, first, fresh, rows, values, checkpoint]`` and
+``["close", path]``; answers ``["ok", value]`` or ``["error", message]``. The store gives
+a batch's readings the ids ``first, first + 1, ...`` (its value rows carry them) and
+hands the next batch over before this one is written: ``first`` is then this batch's
+``first`` plus its row count, and the writer refuses a batch that does not follow the
+last one it wrote (an earlier batch failed, so the ids it counted on are not there).
+``fresh`` marks a batch after the store read the next id from the file: it has to follow
+the file. ``write`` answers the positions of rows whose frame digest was stored before:
+those rows and their values are left out (as :meth:`Store.commit_batch` does), and so is
+the checkpoint, which the store then writes again from the file. The child ends when
+the gateway closes its end of the socket, also when the gateway process is killed; a
+transaction under way then still commits or rolls back as a whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import msgpack
+from smtestbed.services.gateway.store_sql import (
+    INSERT_READING,
+    INSERT_VALUE,
+    NEXT_ID,
+    SET_CHECKPOINT,
+    UPSERT_STATE,
+    insert_new,
+    stored_digests,
+)
+
+__all__ = ["StoreWriter", "WriterError", "WriterLostError", "encode_write"]
+
+_MODULE = "smtestbed.services.gateway.store_writer"
+_HEADER = struct.Struct("!QI")
+_MAX_BODY = 1 << 31
+_CLOSE_TIMEOUT = 30.0
+LANES = 4
+"""Writer threads; each store file is written by one of them (see :class:`_Lane`)."""
+CACHE_KIB = 16384
+"""Page cache per store connection: the two unique indexes and the meter/time index take
+rows all over their B-trees, and a batch touches fewer pages than SQLite's default 2 MiB
+cache would have to read back from the OS."""
+
+
+class WriterError(Exception):
+    """The writer refused or failed a request; nothing of it was written."""
+
+
+class WriterLostError(WriterError):
+    """The writer process ended before answering: whether the request committed is unknown."""
+
+
+def encode_write(
+    path: str,
+    synchronous: str,
+    first: int,
+    fresh: bool,
+    rows: Sequence[tuple[Any, ...]],
+    values: Sequence[tuple[Any, ...]],
+    checkpoint: Sequence[tuple[Any, ...]] | None,
+) -> bytes:
+    """Return the body of a ``write`` request.
+
+    Args:
+        path: the store file.
+        synchronous: its ``PRAGMA synchronous`` level (``FULL`` or ``NORMAL``).
+        first: the id of the first reading (the next free id, as the store counts).
+        fresh: ``first`` was read from the file (not counted on from the last batch).
+        rows: the reading rows without id, in batch order (ids ``first``, ``first + 1``...).
+        values: the value rows, with those reading ids.
+        checkpoint: the ``meter_state`` rows to write with the batch, None when not due
+            (the checkpoint then names the batch's last reading).
+    """
+    body: bytes = msgpack.packb(
+        ["write", path, synchronous, first, fresh, rows, values, checkpoint],
+        use_bin_type=True,
+    )
+    return body
+
+
+class StoreWriter:
+    """The gateway side of the writer process: starts it, sends requests, hands out answers.
+
+    Thread-safe. The process starts with the first request (again after it ended). Each
+    request gets a :class:`~concurrent.futures.Future` that a reader thread completes with
+    the answer, or with :class:`WriterLostError` when the process ends first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Future[Any]] = {}
+        self._next = 0
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's pid, None while none runs."""
+        with self._lock:
+            return None if self._proc is None else self._proc.pid
+
+    def start(self) -> None:
+        """Start the process now (else the first request starts it)."""
+        with self._lock:
+            self._ensure()
+
+    def submit(self, body: bytes) -> Future[Any]:
+        """Send one request body; the future completes with the answer's value.
+
+        The future raises :class:`WriterError` for a refused request and
+        :class:`WriterLostError` when the process ended before answering.
+        """
+        future: Future[Any] = Future()
+        with self._lock:
+            sock = self._ensure()
+            rid = self._next
+            self._next += 1
+            self._pending[rid] = future
+        try:
+            with self._send_lock:
+                sock.sendmsg([_HEADER.pack(rid, len(body)), body])
+        except OSError as exc:
+            with self._lock:
+                lost = self._pending.pop(rid, None)
+            if lost is not None:
+                lost.set_exception(WriterLostError(f"store writer unreachable: {exc}"))
+        return future
+
+    def close_store(self, path: str) -> None:
+        """Close the process's connection of one store file (when the process runs)."""
+        with self._lock:
+            running = self._sock is not None
+        if running:
+            future = self.submit(msgpack.packb(["close", path], use_bin_type=True))
+            # a process gone took its connections along; a slow one closes them at exit
+            with contextlib.suppress(WriterError, TimeoutError):
+                future.result(timeout=_CLOSE_TIMEOUT)
+
+    def close(self) -> None:
+        """Let the process finish what it was sent, close its stores and end."""
+        with self._lock:
+            self._closed = True
+            sock, proc, reader = self._sock, self._proc, self._reader
+        if sock is None or proc is None or reader is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        reader.join(_CLOSE_TIMEOUT)
+        try:
+            proc.wait(_CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _ensure(self) -> socket.socket:
+        """Return the socket to a running process, starting one when needed (under lock)."""
+        if self._sock is not None:
+            return self._sock
+        if self._closed:
+            raise WriterLostError("store writer is closed")
+        ours, theirs = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", _MODULE, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            raise WriterLostError(f"cannot start the store writer: {exc}") from exc
+        finally:
+            theirs.close()
+        self._sock, self._proc = ours, proc
+        self._reader = threading.Thread(
+            target=self._read, args=(ours, proc), name="store-writer", daemon=True
+        )
+        self._reader.start()
+        return ours
+
+    def _read(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        """Complete the futures with the answers until the process ends."""
+        try:
+            while (frame := _recv_frame(sock)) is not None:
+                rid, body = frame
+                with self._lock:
+                    future = self._pending.pop(rid, None)
+                if future is None:
+                    continue
+                status, value = msgpack.unpackb(body)
+                if status == "ok":
+                    future.set_result(value)
+                else:
+                    future.set_exception(WriterError(str(value)))
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                code: int | None = proc.wait(_CLOSE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                code = None
+            with self._lock:
+                if self._sock is sock:
+                    self._sock, self._proc, self._reader = None, None, None
+                lost, self._pending = self._pending, {}
+            sock.close()
+            for future in lost.values():
+                future.set_exception(
+                    WriterLostError(f"store writer process ended (exit code {code})")
+                )
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    """Return exactly ``size`` bytes, None at end of stream before the first byte."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            if got:
+                raise ValueError(f"stream ended inside a frame ({got} of {size} bytes)")
+            return None
+        got += n
+    return bytes(buf)
+
+
+def _recv_frame(sock: socket.socket) -> tuple[int, bytes] | None:
+    header = _recv_exact(sock, _HEADER.size)
+    if header is None:
+        return None
+    rid, size = _HEADER.unpack(header)
+    if size > _MAX_BODY:
+        raise ValueError(f"frame of {size} bytes")
+    body = _recv_exact(sock, size) if size else b""
+    if body is None:
+        raise ValueError("stream ended after a frame header")
+    return rid, body
+
+
+# -- the child process ----------------------------------------------------------------------
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    if synchronous not in ("FULL", "NORMAL"):
+        raise WriterError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+    if not os.path.exists(path):  # the store creates its file; never make an empty one here
+        raise WriterError(f"{path}: no such store file")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA synchronous = {synchronous}")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA busy_timeout = 5000")
+    db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
+    return db
+
+
+class _Stores:
+    """A lane's store connections, and the id each store's next batch has to start at."""
+
+    def __init__(self) -> None:
+        self.dbs: dict[str, sqlite3.Connection] = {}
+        self.next: dict[str, int] = {}
+
+    def get(self, path: str, synchronous: str) -> sqlite3.Connection:
+        db = self.dbs.get(path)
+        if db is None:
+            db = self.dbs[path] = _connect(path, synchronous)
+        return db
+
+    def close(self, path: str) -> None:
+        db = self.dbs.pop(path, None)
+        self.next.pop(path, None)
+        if db is not None:
+            db.close()
+
+    def close_all(self) -> None:
+        for path in list(self.dbs):
+            self.close(path)
+
+
+def _write(
+    stores: _Stores,
+    path: str,
+    synchronous: str,
+    first: int,
+    fresh: bool,
+    rows: Sequence[tuple[Any, ...]],
+    values: Sequence[tuple[Any, ...]],
+    checkpoint: Sequence[tuple[Any, ...]] | None,
+) -> list[int]:
+    """Write one batch in one transaction; return the positions of copies left out."""
+    db = stores.get(path, synchronous)
+    expected = None if fresh else stores.next.get(path)
+    if expected is not None and first != expected:
+        raise WriterError(
+            f"{path}: batch from id {first} does not follow the last one written"
+            f" (next id {expected}): an earlier batch failed"
+        )
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        start = db.execute(NEXT_ID).fetchone()[0]
+        if start > first or (expected is None and start != first):
+            raise WriterError(f"{path}: batch from id {first}, the file's next id is {start}")
+        copies: list[int] = []
+        if insert_new(db, rows, first) is None:
+            copies = _insert_without_copies(db, first, rows)
+            left_out = {first + k for k in copies}
+            values = [v for v in values if v[0] not in left_out]
+        db.executemany(INSERT_VALUE, values)
+        if checkpoint is not None and not copies:
+            db.executemany(UPSERT_STATE, checkpoint)
+            db.execute(SET_CHECKPOINT, (first + len(rows) - 1,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    stores.next[path] = first + len(rows)
+    return copies
+
+
+def _insert_without_copies(
+    db: sqlite3.Connection, first: int, rows: Sequence[tuple[Any, ...]]
+) -> list[int]:
+    """Insert the rows whose digest is not stored (nor earlier in the batch) with their
+    ids; return the positions of the others."""
+    seen = stored_digests(db, [row[4] for row in rows])
+    copies: list[int] = []
+    keep: list[tuple[Any, ...]] = []
+    for k, row in enumerate(rows):
+        if row[4] in seen:
+            copies.append(k)
+            continue
+        seen.add(row[4])
+        keep.append((first + k, *row))
+    db.executemany(INSERT_READING, keep)
+    return copies
+
+
+def _handle(stores: _Stores, body: bytes) -> list[Any]:
+    """Run one request; return its answer (never raises for a bad request)."""
+    try:
+        request = msgpack.unpackb(body, use_list=False)
+        op, args = request[0], request[1:]
+        if op == "write":
+            return ["ok", _write(stores, *args)]
+        if op == "close":
+            stores.close(str(args[0]))
+            return ["ok", None]
+        return ["error", f"unknown request {op!r}"]
+    except WriterError as exc:
+        return ["error", f"{exc}"]
+    except sqlite3.Error as exc:
+        return ["error", f"transaction failed: {exc}"]
+    except Exception as exc:  # a malformed request: answered, never fatal
+        return ["error", f"bad request: {type(exc).__name__}: {exc}"]
+
+
+def _store_of(body: bytes) -> str:
+    """Return the store path a request names (its second item), "" when it names none.
+
+    Reads only the start of the body: the rows stay undecoded until a lane runs it.
+    """
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(body)
+    try:
+        if unpacker.read_array_header() < 2:
+            return ""
+        unpacker.skip()
+        path = unpacker.unpack()
+    except (ValueError, msgpack.OutOfData, msgpack.ExtraData):
+        return ""
+    return path if isinstance(path, str) else ""
+
+
+class _Lane(threading.Thread):
+    """One thread of the writer: the stores whose path hashes to it, one request at a time.
+
+    Requests of one store stay in their order (they all go to the same lane); lanes of
+    different stores run side by side, so the WAL syncs of different files overlap.
+    """
+
+    def __init__(self, send: Callable[[int, bytes], None]) -> None:
+        super().__init__(name="lane", daemon=True)
+        self.requests: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._send = send
+        self._stores = _Stores()
+
+    def run(self) -> None:
+        try:
+            while (item := self.requests.get()) is not None:
+                rid, body = item
+                self._send(rid, msgpack.packb(_handle(self._stores, body), use_bin_type=True))
+        finally:
+            self._stores.close_all()
+
+
+def serve(sock: socket.socket, lanes: int = LANES) -> None:
+    """Answer requests until the other end closes; then close every store connection."""
+    send_lock = threading.Lock()
+
+    def send(rid: int, answer: bytes) -> None:
+        # a gateway that is gone shows as the end of the stream in the loop below
+        with send_lock, contextlib.suppress(OSError):
+            sock.sendmsg([_HEADER.pack(rid, len(answer)), answer])
+
+    workers = [_Lane(send) for _ in range(max(1, lanes))]
+    for lane in workers:
+        lane.start()
+    try:
+        while (frame := _recv_frame(sock)) is not None:
+            lane = workers[zlib.crc32(_store_of(frame[1]).encode()) % len(workers)]
+            lane.requests.put(frame)
+    except (OSError, ValueError):
+        pass  # the gateway is gone
+    finally:
+        for lane in workers:
+            lane.requests.put(None)
+        for lane in workers:
+            lane.join()
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of the child: ``python -m ... <socket fd>``."""
+    # Ctrl-C in a terminal reaches the whole process group; the writer ends when the
+    # gateway closes the socket, after the gateway has finished its own shut-down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(socket.socket(fileno=int(argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
