@@ -24,6 +24,13 @@ class GatewayConfig(ServiceConfig):
     instances: tuple[str, ...] = doc(("gw0",), "instance names (the channel's receiver names)")
     registry_file: str = doc("", "CSV of meters to register at start (management action)")
     synchronous: str = choice("FULL", "FULL", "NORMAL", help="SQLite sync level of the stores")
+    store_writer: str = choice(
+        "process",
+        "process",
+        "inline",
+        help="who runs the stores' ingest transactions: a child process (processing and"
+        " writing on two cores) or the service's own threads",
+    )
     tariff_every_s: float = doc(900.0, "simulated time between tariff runs, s")
     tariff_schedule: tuple[str, ...] = doc(HT_NT, "TAF2 rules: 'DAYS HH:MM-HH:MM REGISTER'")
     billing_day: int = doc(1, "TAF1 billing date: this day of each month, 00:00 UTC")

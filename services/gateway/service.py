@@ -48,6 +48,7 @@ from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.processing import received_frames
 from smtestbed.services.gateway.schema import Taf
+from smtestbed.services.gateway.store_writer import StoreWriter
 from smtestbed.services.gateway.taf_runner import TafRunner
 from smtestbed.services.gateway.tariffs import TariffSchedule
 
@@ -72,6 +73,7 @@ class Gateway(Service):
         self.skipped = unsafe.parse(config.unsafe_skip_checks)
         self.instances: dict[str, GatewayInstance] = {}
         self.committer = Committer()
+        self.writer = StoreWriter() if config.store_writer == "process" else None
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
         self.wan: wan.WanServer | None = None
@@ -87,9 +89,15 @@ class Gateway(Service):
     def open_instances(self) -> None:
         """Open (or create) every instance's folder, store, keys and logs."""
         root = Path(self.cfg.data_dir)
+        if self.writer is not None:
+            self.writer.start()
         for name in self.cfg.instances:
             inst = GatewayInstance(
-                name, root / name, synchronous=self.cfg.synchronous, skipped=self.skipped
+                name,
+                root / name,
+                synchronous=self.cfg.synchronous,
+                skipped=self.skipped,
+                writer=self.writer,
             )
             self.instances[name] = inst
             self.runners[name] = TafRunner(inst, self.schedule, billing_day=self.cfg.billing_day)
@@ -156,6 +164,8 @@ class Gateway(Service):
             self.committer.close()
             for inst in self.instances.values():
                 inst.close()
+            if self.writer is not None:
+                self.writer.close()
 
     async def _sync_forever(self) -> None:
         if self.sync is not None:
@@ -396,6 +406,8 @@ class Gateway(Service):
             "stored": inst.store.count(),
             "key": inst.key.fingerprint,
             "public_key": str(inst.key.public_path),
+            "store_writer": self.cfg.store_writer,
+            "store_writer_pid": None if self.writer is None else self.writer.pid,
             **self.skipped.to_map(),
         }
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -228,6 +229,31 @@ def test_accepted_frames_are_stored_with_their_values_and_announced_after_commit
     assert [[(v["quantity"], v["unit"], v["value"]) for v in r["values"]] for r in readings] == [
         [("energy", "Wh", e), ("power", "W", 1500.0)] for e in energies
     ]
+
+
+def test_store_writer_process_writes_the_store_and_is_named_in_the_status(bed: Bed) -> None:
+    """By default a child process runs the ingest transactions: the status names its pid,
+    that process runs the store writer module and has the instance's store file open, and
+    a reading announced as accepted is in the file."""
+    meter = "10000012"
+
+    async def scenario(client: BusClient, pusher: BatchPusher, sub: Subscription) -> Any:
+        await gw(client, topics.GATEWAY_ADD_METER, meter_params(meter))
+        await feed(pusher, [wmbus_frame(meter, access=3)], [T0 - 120.0])
+        event = await next_event(sub, topics.GATEWAY_FRAME_ACCEPTED)
+        return event.body, await gw(client, topics.GATEWAY_STATUS, {})
+
+    body, status = run(bed, scenario)
+    assert status["store_writer"] == "process"
+    pid = status["store_writer_pid"]
+    assert isinstance(pid, int)
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"smtestbed.services.gateway.store_writer" in cmdline
+    store = (bed.folder / "store.sqlite").resolve()
+    open_files = {Path(os.readlink(fd)) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    assert store in open_files
+    announced = {rid for _, rid, _ in body["readings"]}
+    assert announced <= {row[0] for row in stored_rows(bed.folder)["readings"]}
 
 
 # -- rejections ----------------------------------------------------------------------------
