@@ -25,7 +25,9 @@ last one it wrote (an earlier batch failed, so the ids it counted on are not the
 ``fresh`` marks a batch after the store read the next id from the file: it has to follow
 the file. ``write`` answers the positions of rows whose frame digest was stored before:
 those rows and their values are left out (as :meth:`Store.commit_batch` does), and so is
-the checkpoint, which the store then writes again from the file. The child ends when
+the checkpoint of this batch and of the store's later batches up to the next ``fresh`` one
+(the store planned their meter states with the copies in them; it reads the states from
+the file again and writes the checkpoint later). The child ends when
 the gateway closes its end of the socket, also when the gateway process is killed; a
 transaction under way then still commits or rolls back as a whole.
 """
@@ -287,11 +289,13 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 class _Stores:
-    """A lane's store connections, and the id each store's next batch has to start at."""
+    """A lane's store connections, the id each store's next batch has to start at, and
+    the stores whose meter states were planned on copies the writer left out."""
 
     def __init__(self) -> None:
         self.dbs: dict[str, sqlite3.Connection] = {}
         self.next: dict[str, int] = {}
+        self.tainted: set[str] = set()
 
     def get(self, path: str, synchronous: str) -> sqlite3.Connection:
         db = self.dbs.get(path)
@@ -302,6 +306,7 @@ class _Stores:
     def close(self, path: str) -> None:
         db = self.dbs.pop(path, None)
         self.next.pop(path, None)
+        self.tainted.discard(path)
         if db is not None:
             db.close()
 
@@ -339,7 +344,11 @@ def _write(
             left_out = {first + k for k in copies}
             values = [v for v in values if v[0] not in left_out]
         db.executemany(INSERT_VALUE, values)
-        if checkpoint is not None and not copies:
+        # The store planned the states with the copies in them, this batch's and those
+        # of the batches it handed over before it learnt of the copies: no checkpoint
+        # until a fresh batch (the store has read the states from the file again).
+        tainted = bool(copies) or (not fresh and path in stores.tainted)
+        if checkpoint is not None and not tainted:
             db.executemany(UPSERT_STATE, checkpoint)
             db.execute(SET_CHECKPOINT, (first + len(rows) - 1,))
         db.execute("COMMIT")
@@ -348,6 +357,10 @@ def _write(
             db.execute("ROLLBACK")
         raise
     stores.next[path] = first + len(rows)
+    if tainted:
+        stores.tainted.add(path)
+    else:
+        stores.tainted.discard(path)
     return copies
 
 

@@ -360,11 +360,6 @@ def test_copy_of_a_stored_frame_is_left_out(
     assert expected[0].t_sim == reading(4).t_sim  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py _stage_remote plans meter states with the copies the writer leaves "
-    "out; a checkpoint staged while that batch is in flight writes the copy's state",
-)
 def test_copy_in_flight_does_not_reach_a_later_checkpoint(
     tmp_path: Path, writer: StoreWriter, stores: list[Store]
 ) -> None:
