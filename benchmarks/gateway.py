@@ -9,12 +9,14 @@ one SQLite transaction per batch in WAL mode with ``synchronous=FULL``, run by
 the store writer process, :mod:`~smtestbed.services.gateway.store_writer`; the
 signed log entries written on the commit threads; a frame counts once its
 transaction has committed and its log entries are written). So the gateway
-uses two processes, as the service does, where each bare loop is one thread. The
-baselines, run in the same process on the same data: one ``cryptography``
-AES-128-CBC decryption per frame, and a bare ``sqlite3`` insert of the rows the
-gateways stored (each reading with its SHA-256 frame digest under a unique
-index, and its values; same batches, one file per instance, WAL, FULL) into two
-tables without further indexes, built before the clock starts.
+uses two processes, as the service does, where each bare loop is one thread; the
+column ``inline/s`` is the same ingest with the stores written on the gateway's own
+threads (``store_writer = "inline"``), in the same run. The baselines, run in the
+same process on the same data: one ``cryptography`` AES-128-CBC decryption per
+frame, and a bare ``sqlite3`` insert of the rows the gateways stored (each reading
+with its SHA-256 frame digest under a unique index, and its values; same batches,
+one file per instance, WAL, FULL) into two tables without further indexes, built
+before the clock starts.
 
 Steady state is measured: every side first runs an untimed warm-up round, one
 telegram of every meter, then the clock runs over the timed rounds. The
@@ -92,14 +94,22 @@ def entry(pop: Population, i: int) -> MeterEntry:
 
 
 def gateway_rate(
-    pop: Population, frames: list[tuple[bytes, float, int]], root: Path, instances: int
+    pop: Population,
+    frames: list[tuple[bytes, float, int]],
+    root: Path,
+    instances: int,
+    *,
+    inline: bool = False,
 ) -> tuple[float, int]:
     """Ingest the frames into ``instances`` gateways; return (frames/s, accepted).
 
-    The first round (one frame per meter) is the untimed warm-up.
+    The first round (one frame per meter) is the untimed warm-up. ``inline`` writes the
+    stores on the service's own threads (``store_writer = "inline"``) instead of the
+    writer process.
     """
-    writer = StoreWriter()
-    writer.start()
+    writer = None if inline else StoreWriter()
+    if writer is not None:
+        writer.start()
     gws = [GatewayInstance(f"gw{k}", root / f"gw{k}", writer=writer) for k in range(instances)]
     for k, gw in enumerate(gws):
         gw.registry.add_many(entry(pop, i) for i in range(k, len(pop), instances))
@@ -113,7 +123,8 @@ def gateway_rate(
         elapsed = time.perf_counter() - start
     for gw in gws:
         gw.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
     return accepted / elapsed, accepted
 
 
@@ -232,6 +243,7 @@ def run(frames_total: int = 40_000, instances: int = 1000) -> list[dict[str, Any
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             rate, accepted = gateway_rate(pop, frames, root, count)
+            inline, _ = gateway_rate(pop, frames, root / "inline", count, inline=True)
             aes = aes_rate(pop, frames)
             bare = sqlite_rate(root, pop, count)
         slower = min(aes, bare)
@@ -239,6 +251,7 @@ def run(frames_total: int = 40_000, instances: int = 1000) -> list[dict[str, Any
             {
                 "case": f"{label}, {len(frames) - meters:,} mode-5 frames ({accepted:,} accepted)",
                 "rate": rate,
+                "inline": inline,
                 "aes": aes,
                 "sqlite": bare,
                 "ratio": rate / slower,
@@ -260,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("case", lambda r: str(r["case"])),
         ("accepted/s", lambda r: f"{r['rate']:,.0f}"),
+        ("inline/s", lambda r: f"{r['inline']:,.0f}"),
         ("bare AES-CBC/s", lambda r: f"{r['aes']:,.0f}"),
         ("bare SQLite/s", lambda r: f"{r['sqlite']:,.0f}"),
         ("ratio vs slower", lambda r: f"{r['ratio']:.2f}"),
