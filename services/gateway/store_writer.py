@@ -282,7 +282,11 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
         raise WriterError(f"{path}: no such store file")
     db = sqlite3.connect(path, isolation_level=None)
     db.execute(f"PRAGMA synchronous = {synchronous}")
-    db.execute("PRAGMA foreign_keys = ON")
+    # The writer inserts value rows only for the readings the same transaction has just
+    # inserted (insert_new saw every row go in, or the copies and their values were left
+    # out), so the reading_values -> readings foreign key holds by construction and its
+    # per-row look-up is skipped here; the store's own connection enforces it.
+    db.execute("PRAGMA foreign_keys = OFF")
     db.execute("PRAGMA busy_timeout = 5000")
     db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
     return db

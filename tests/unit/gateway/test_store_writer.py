@@ -187,6 +187,9 @@ def test_writer_stores_the_same_rows_and_states_as_inline(
             assert len(got[0]) == FARM_METERS * ROUNDS // 2
             assert got[1]  # the frames carry values
             assert got == want
+            with contextlib.closing(sqlite3.connect(remote.store.path)) as db:
+                # every value row the writer wrote belongs to a reading it wrote
+                assert db.execute("PRAGMA foreign_key_check").fetchall() == []
             mine = meters[k::2]
             assert [remote.store.state(m) for m in mine] == [inline.store.state(m) for m in mine]
             assert all(inline.store.state(m) is not None for m in mine)
@@ -349,6 +352,8 @@ def test_copy_of_a_stored_frame_is_left_out(
     assert (by_id[ids[0]], by_id[ids[2]]) == (batch[0].frame_digest, batch[2].frame_digest)
     assert store.state("A").t_sim == reading(3).t_sim  # type: ignore[union-attr]
     assert [store.state(m) for m in ("A", "B")] == fresh_states(store.path, ["A", "B"])
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []  # no stray value rows
     # the next batch follows on
     nxt = store.stage_processed([reading(4, meter="A")]).commit()
     assert nxt[0] is not None
