@@ -8,6 +8,7 @@ written to the system log with its reason.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,18 +212,23 @@ class GatewayInstance:
                 },
                 t_sim=max(r.t_sim for r in result.rejected),
             )
-        by_consumer: dict[str, list[tuple[str, int]]] = {}
+        by_consumer: dict[str, list[list[Any]]] = {}
+        entry_of = self.registry.get
+        last = -math.inf
         for reading, rid in result.accepted:
-            entry = self.registry.get(reading.meter)
+            meter = reading.meter
+            entry = entry_of(meter)
             if entry is not None and entry.consumer:
-                by_consumer.setdefault(entry.consumer, []).append((reading.meter, rid))
-        last = max((r.t_sim for r, _ in result.accepted), default=0.0)
+                rows = by_consumer.get(entry.consumer)
+                if rows is None:
+                    rows = by_consumer[entry.consumer] = []
+                rows.append([meter, rid])
+            if reading.t_sim > last:
+                last = reading.t_sim
         for consumer, rows in by_consumer.items():
             self.logs.consumer(consumer).append(
-                "readings_stored",
-                {"count": len(rows), "readings": [[m, i] for m, i in rows]},
-                t_sim=last,
-            )
+                "readings_stored", {"count": len(rows), "readings": rows}, t_sim=last
+            )  # some reading was accepted, so last is finite
 
     def manage(self, action: str, entry: MeterEntry | str, *, by: str, t_sim: float) -> None:
         """Write a registry change to the system log (the caller changed the registry)."""
