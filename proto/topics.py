@@ -47,6 +47,7 @@ GATEWAY_UPDATE_REFUSED = "gateway.update_refused"
 GATEWAY_METER_CHANGED = "gateway.meter_changed"
 GATEWAY_TAF_DATA = "gateway.taf_data"
 GATEWAY_METER_MISSING = "gateway.meter_missing"
+GATEWAY_INGEST_FAILED = "gateway.ingest_failed"
 
 # -- events: PKI and WAN -------------------------------------------------------
 CA_CERT_ISSUED = "ca.cert_issued"
@@ -165,6 +166,7 @@ EVENTS: frozenset[str] = frozenset(
         GATEWAY_METER_CHANGED,
         GATEWAY_TAF_DATA,
         GATEWAY_METER_MISSING,
+        GATEWAY_INGEST_FAILED,
         CA_CERT_ISSUED,
         CA_CERT_REVOKED,
         CA_CRL_PUBLISHED,

@@ -46,8 +46,10 @@ from smtestbed.services.gateway import (
 from smtestbed.services.gateway.config import GatewayConfig
 from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
+from smtestbed.services.gateway.logs import LogError
 from smtestbed.services.gateway.processing import received_frames
 from smtestbed.services.gateway.schema import Taf
+from smtestbed.services.gateway.store import StoreError
 from smtestbed.services.gateway.store_writer import StoreWriter
 from smtestbed.services.gateway.taf_runner import TafRunner
 from smtestbed.services.gateway.tariffs import TariffSchedule
@@ -179,6 +181,12 @@ class Gateway(Service):
                 self.ingest_batch(batch)
             except ProtocolError as exc:  # a batch without the columns ingest needs
                 self._batch_rejected(exc.reason, str(exc))
+            except (StoreError, LogError) as exc:
+                # A store transaction (or the log entries after it) failed: its readings
+                # are not announced and the instance's later batches of this window are
+                # not stored; ingest goes on with the next window.
+                self.log.error("ingest_failed", error=str(exc))
+                self.bus.publish(topics.GATEWAY_INGEST_FAILED, {"error": str(exc)})
             self.steps.ingested_to(env.t_sim)
             await asyncio.sleep(0)
 

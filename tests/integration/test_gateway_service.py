@@ -256,6 +256,42 @@ def test_store_writer_process_writes_the_store_and_is_named_in_the_status(bed: B
     assert announced <= {row[0] for row in stored_rows(bed.folder)["readings"]}
 
 
+def test_a_failed_store_transaction_is_reported_and_ingest_goes_on(bed: Bed) -> None:
+    """A trigger put on the live store refuses one meter's readings: the batch's
+    transaction fails in the store writer, ``gateway.ingest_failed`` names the cause, no
+    reading of it is stored or announced, and once the trigger is gone the meter's next
+    frame is accepted (the service kept running)."""
+    meter = "10000013"
+    store = bed.folder / "store.sqlite"
+    with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as db:
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute(
+            f"CREATE TRIGGER refuse_{meter} BEFORE INSERT ON readings WHEN NEW.meter = '{meter}'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+        )
+        try:
+
+            async def refused(client: BusClient, pusher: BatchPusher, sub: Subscription) -> Any:
+                await gw(client, topics.GATEWAY_ADD_METER, meter_params(meter))
+                await feed(pusher, [wmbus_frame(meter, access=1)], [T0 - 60.0])
+                return (await next_event(sub, topics.GATEWAY_INGEST_FAILED)).body
+
+            failed = run(bed, refused)
+        finally:
+            db.execute(f"DROP TRIGGER refuse_{meter}")
+    assert "refused by the test trigger" in failed["error"]
+    assert [r for r in stored_rows(bed.folder)["readings"] if r[1] == meter] == []
+
+    async def resumed(client: BusClient, pusher: BatchPusher, sub: Subscription) -> Any:
+        await feed(pusher, [wmbus_frame(meter, access=2)], [T0 - 30.0])
+        event = await next_event(sub, topics.GATEWAY_FRAME_ACCEPTED)
+        return event.body, await gw(client, topics.GATEWAY_READINGS, {"meter": meter})
+
+    body, readings = run(bed, resumed)
+    assert [(m, t) for m, _, t in body["readings"]] == [(meter, T0 - 30.0)]
+    assert [r["access_number"] for r in readings] == [2]
+
+
 # -- rejections ----------------------------------------------------------------------------
 
 # reason -> (registered security mode, frames accepted first, the refused frame)
