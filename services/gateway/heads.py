@@ -50,7 +50,7 @@ class Head:
 
 
 def _key(plain: bytes) -> bytes:
-    return plain[:ACC_OFFSET] + plain[ACC_OFFSET + 1 : PAYLOAD_OFFSET]
+    return plain[:ACC_OFFSET] + plain[ACC_OFFSET + 1 : PAYLOAD_OFFSET]  # as in Heads.get
 
 
 class Heads:
@@ -63,7 +63,7 @@ class Heads:
 
     def get(self, plain: bytes) -> Head | None:
         """Return the head of a telegram (without CRCs) whose header was learnt, else None."""
-        return self._heads.get(_key(plain))
+        return self._heads.get(plain[:ACC_OFFSET] + plain[ACC_OFFSET + 1 : PAYLOAD_OFFSET])
 
     def learn(self, plain: bytes, telegram: Telegram) -> None:
         """Keep the header of ``plain`` if it has the common shape.
@@ -128,7 +128,10 @@ class Ciphers:
         if not size:
             raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
         secret = payload[:size]
-        opened = int.from_bytes(self._context(key).update(secret), "big")
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._new_context(key)
+        opened = int.from_bytes(context.update(secret), "big")
         plain = (opened ^ int.from_bytes(iv + secret[: size - BLOCK], "big")).to_bytes(size, "big")
         if plain[:2] != CHECK_BYTES:
             raise WrongKeyError("mode 5 plaintext does not begin with 2F 2F: wrong key")
@@ -137,14 +140,12 @@ class Ciphers:
     def __len__(self) -> int:
         return len(self._contexts)
 
-    def _context(self, key: bytes) -> CipherContext:
-        context = self._contexts.get(key)
-        if context is None:
-            if len(key) != BLOCK:
-                raise WrongKeyError(f"AES-128 key must be 16 bytes, got {len(key)}")
-            if len(self._contexts) >= MAX_HEADS:
-                self._contexts.clear()
-            # ECB keeps no state between whole blocks: one context serves every frame.
-            context = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
-            self._contexts[bytes(key)] = context
+    def _new_context(self, key: bytes) -> CipherContext:
+        if len(key) != BLOCK:
+            raise WrongKeyError(f"AES-128 key must be 16 bytes, got {len(key)}")
+        if len(self._contexts) >= MAX_HEADS:
+            self._contexts.clear()
+        # ECB keeps no state between whole blocks: one context serves every frame.
+        context = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+        self._contexts[bytes(key)] = context
         return context

@@ -32,15 +32,17 @@ QUALIFIERS = {0x3B: "_positive", 0x3C: "_negative", 0x40: "_lower_limit", 0x48: 
 """Suffix of the quantity name for each qualifying orthogonal VIFE."""
 
 MAX_LAYOUTS = 256
-_NO_RAW = -(2**64)  # below any field of at most 8 bytes: no value read yet
 _INT_TYPES = frozenset(
     {DataType.INT8, DataType.INT16, DataType.INT24, DataType.INT32, DataType.INT48, DataType.INT64}
 )
 
 
 @dataclass(frozen=True, slots=True)
-class _Slot:
-    """A record with a physical quantity: where its data field is and what it means."""
+class Slot:
+    """A record with a physical quantity: how its data field reads and what it means.
+
+    The attributes after ``divisor`` are those of the :class:`Value` read through the slot.
+    """
 
     data_type: DataType
     integer: bool  # a two's complement field, read with int.from_bytes
@@ -66,8 +68,8 @@ class _Layout:
     skeleton: Callable[[bytes], tuple[bytes, ...]]
     expected: tuple[bytes, ...]
     fields: Callable[[bytes], tuple[bytes, ...]]
-    slots: tuple[_Slot, ...]
-    recent: list[tuple[int, Value]]  # per slot the last (raw integer, value) read
+    slots: tuple[Slot, ...]
+    recent: list[tuple[bytes | None, Value]]  # per slot the last (integer field, value) read
 
 
 def _getter(spans: list[tuple[int, int]]) -> Callable[[bytes], tuple[bytes, ...]]:
@@ -83,7 +85,7 @@ def _getter(spans: list[tuple[int, int]]) -> Callable[[bytes], tuple[bytes, ...]
 
 def _slot(
     vib: bytes, data_type: DataType, storage: int, tariff: int, subunit: int, function: str
-) -> _Slot | None:
+) -> Slot | None:
     """Return the slot of a record whose VIF has a decimal or time scale, else None."""
     vif = vib[0]
     if vif & 0x7F in (0x7C, 0x7F):
@@ -98,7 +100,7 @@ def _slot(
     factor, exponent = entry.scale(code)
     exponent += orthogonal_exponent(vife)
     quantity = entry.quantity + "".join(QUALIFIERS.get(code, "") for code in vife)
-    return _Slot(
+    return Slot(
         data_type,
         data_type in _INT_TYPES,
         factor * 10 ** max(exponent, 0),
@@ -116,7 +118,7 @@ def _layout(plain: bytes, block: DataBlock) -> _Layout:
     """Build the layout of a decoded plaintext (its records, fillers and data positions)."""
     skeleton: list[tuple[int, int]] = []
     fields: list[tuple[int, int]] = []
-    slots: list[_Slot] = []
+    slots: list[Slot] = []
     pos = 0
     for record in block.records:
         head = record.fill_before + len(record.dib) + len(record.vib)
@@ -136,7 +138,7 @@ def _layout(plain: bytes, block: DataBlock) -> _Layout:
         pos = end
     skeleton.append((pos, len(plain)))
     get = _getter(skeleton)
-    recent = [(_NO_RAW, _value(slot, 0.0)) for slot in slots]
+    recent: list[tuple[bytes | None, Value]] = [(None, _value(slot, 0.0)) for slot in slots]
     return _Layout(len(plain), get, get(plain), _getter(fields), tuple(slots), recent)
 
 
@@ -157,6 +159,18 @@ class RecordLayouts:
                 field holds no number (a BCD digit above 9).
         """
         return _read(self._find(plain), plain)
+
+    def read(self, plain: bytes) -> tuple[tuple[Value, ...], tuple[Slot, ...]]:
+        """Return what :meth:`values` returns and the slots the values were read through.
+
+        The slots are the same tuple object for every plaintext of a kept layout, so a
+        caller may keep what it derives from them by their identity.
+
+        Raises:
+            ProtocolError: as :meth:`values`.
+        """
+        layout = self._find(plain)
+        return _read(layout, plain), layout.slots
 
     def _find(self, plain: bytes) -> _Layout:
         for layout in self._by_size.get(len(plain), ()):
@@ -187,7 +201,7 @@ _VALUE_SETTERS = tuple(
 )
 
 
-def _value(slot: _Slot, number: float) -> Value:
+def _value(slot: Slot, number: float) -> Value:
     # Fills the slots directly: the frozen dataclass __init__ goes through
     # object.__setattr__ per field, 0.8 us more per value of every accepted frame.
     value = object.__new__(Value)
@@ -208,23 +222,24 @@ def _read(layout: _Layout, plain: bytes) -> tuple[Value, ...]:
     A register whose integer field holds what it held when last read (a counter at rest,
     an unused tariff) gets the same, immutable, value object again.
     """
-    out = []
-    recent = layout.recent
-    for k, (slot, data) in enumerate(zip(layout.slots, layout.fields(plain), strict=True)):
+    out: list[Value] = []
+    append, recent, slots = out.append, layout.recent, layout.slots
+    for k, data in enumerate(layout.fields(plain)):  # one field per slot
+        last = recent[k]
+        if last[0] == data:  # equal fields of one slot: equal integers
+            append(last[1])
+            continue
+        slot = slots[k]
         if slot.integer:
             number = int.from_bytes(data, "little", signed=True)
-            last = recent[k]
-            if last[0] == number:
-                out.append(last[1])
-                continue
             value = _value(slot, number * slot.multiplier / slot.divisor)
-            recent[k] = (number, value)
-            out.append(value)
+            recent[k] = (data, value)
+            append(value)
             continue
         raw = decode_field(slot.data_type, data)
         if not isinstance(raw, int | float):
             raise ProtocolError(
                 f"{slot.quantity} field {data.hex()} is not a number", reason="malformed_record"
             )
-        out.append(_value(slot, raw * slot.multiplier / slot.divisor))
+        append(_value(slot, raw * slot.multiplier / slot.divisor))
     return tuple(out)
