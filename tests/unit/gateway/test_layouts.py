@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from smtestbed.proto.records import DataType, new_record
+from smtestbed.services._runtime.errors import ProtocolError
 from smtestbed.services.gateway.layouts import RecordLayouts
 from smtestbed.services.gateway.schema import Value
 
@@ -37,3 +39,18 @@ def test_unchanged_register_gives_the_same_value_object() -> None:
     first, second = layouts.values(_plain(5, 0)), layouts.values(_plain(6, 0))
     assert second[1] is first[1]
     assert second[0] == Value(quantity="energy", unit="Wh", value=6.0)
+
+
+def test_a_bcd_field_holding_no_number_is_malformed_also_in_a_known_layout() -> None:
+    """A BCD register read before is read again when its bytes change: a digit above 9
+    is refused as a malformed record, a valid one after it reads as usual."""
+    bcd = new_record(quantity="volume", unit="m^3", value=12.0, data_type=DataType.BCD8)
+    good = bcd.to_bytes()
+    bad = good[:-1] + bytes([0xFA])  # last byte: digits A and F
+    layouts = RecordLayouts()
+    assert layouts.values(_plain(5, 0) + good)[2].value == 12.0
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as refused:
+            layouts.values(_plain(6, 0) + bad)
+        assert refused.value.reason == "malformed_record"
+    assert layouts.values(_plain(7, 0) + good)[2].value == 12.0
