@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.proto.wmbus.link import strip_crcs_a
@@ -50,7 +49,7 @@ from smtestbed.services.gateway.schema import MeterEntry, Taf
 from smtestbed.services.gateway.service import settle_heap
 from smtestbed.services.gateway.store_writer import StoreWriter
 from smtestbed.services.sensorfarm.population import Population, generate
-from smtestbed.services.sensorfarm.telegrams import build_telegrams
+from smtestbed.services.sensorfarm.rounds import telegram_rounds
 
 BATCH = 2000
 METERS_PER_GATEWAY = 50
@@ -58,26 +57,7 @@ METERS_PER_GATEWAY = 50
 
 def make_frames(pop: Population, rounds: int) -> list[tuple[bytes, float, int]]:
     """Return (frame, t_sim, meter row) for ``rounds`` telegrams of every meter, in time order."""
-    n = len(pop)
-    out: list[tuple[bytes, float, int]] = []
-    for r in range(rounds):
-        values = pop.values.copy()
-        values[:, 0] += r * 100.0  # counters go up between telegrams
-        offsets, data = build_telegrams(
-            ident=pop.ident,
-            manufacturer=pop.manufacturer,
-            version=pop.version,
-            device_type=pop.device_type,
-            kind=pop.kind,
-            security_mode=pop.security,
-            key=pop.key,
-            access_number=(pop.access_number.astype(np.int64) + r) % 256,
-            counter=pop.message_counter,
-            values=values,
-        )
-        for i in range(n):
-            out.append((bytes(data[offsets[i] : offsets[i + 1]]), 1000.0 + r * 900.0 + i, i))
-    return out
+    return telegram_rounds(pop, rounds)
 
 
 def entry(pop: Population, i: int) -> MeterEntry:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import numpy as np
 import pytest
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.services.gateway.ingest import Committer
@@ -28,7 +27,7 @@ from smtestbed.services.gateway.store_writer import (
     encode_write,
 )
 from smtestbed.services.sensorfarm.population import Population, generate
-from smtestbed.services.sensorfarm.telegrams import build_telegrams
+from smtestbed.services.sensorfarm.rounds import telegram_rounds
 
 from tests.unit.gateway.test_store import reading
 
@@ -114,25 +113,7 @@ BATCH = 5
 
 def farm_frames(pop: Population, rounds: int) -> list[tuple[bytes, float, int]]:
     """Return (frame, t_sim, meter row): ``rounds`` mode-5 telegrams of every meter."""
-    out: list[tuple[bytes, float, int]] = []
-    for r in range(rounds):
-        values = pop.values.copy()
-        values[:, 0] += r * 100.0
-        offsets, data = build_telegrams(
-            ident=pop.ident,
-            manufacturer=pop.manufacturer,
-            version=pop.version,
-            device_type=pop.device_type,
-            kind=pop.kind,
-            security_mode=pop.security,
-            key=pop.key,
-            access_number=(pop.access_number.astype(np.int64) + r) % 256,
-            counter=pop.message_counter,
-            values=values,
-        )
-        for i in range(len(pop)):
-            out.append((bytes(data[offsets[i] : offsets[i + 1]]), 1000.0 + r * 900.0 + i, i))
-    return out
+    return telegram_rounds(pop, rounds)
 
 
 def farm_entry(pop: Population, i: int) -> MeterEntry:
