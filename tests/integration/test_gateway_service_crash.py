@@ -30,6 +30,7 @@ from smtestbed.services._runtime.bus import Endpoints, Event, Subscription
 from smtestbed.services._runtime.testing import (
     bus_client,
     free_port,
+    pid_alive,
     random_endpoints,
     service_process,
     wait_until,
@@ -207,8 +208,12 @@ def ingest_and_kill(bed: Bed, frames: Frames) -> dict[int, tuple[str, float]]:
                 keys = order[b * BATCH : (b + 1) * BATCH]
                 await pusher.send(batch_of(frames, keys), t_sim=t_rx(0, keys[0][1]))
             await wait_until(lambda: len(_announced(events)) >= KILL_AFTER, timeout=20)
+            writer = (await gw(client, topics.GATEWAY_STATUS, {}))["store_writer_pid"]
+            assert pid_alive(writer)
             os.kill(proc.pid, signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
+            # the store writer sees its gateway's end of the socket close and exits
+            await wait_until(lambda: not pid_alive(writer), timeout=10)
             await asyncio.sleep(0.5)  # announcements still on their way through the broker
             collect.cancel()
         return _announced(events)
