@@ -840,10 +840,18 @@ def _value_rows(new: Iterable[tuple[int, Reading]]) -> list[tuple[Any, ...]]:
     return [(rid, pos, *fields(v)) for rid, reading in new for pos, v in enumerate(reading.values)]
 
 
+_STATE_KEY_OF = operator.attrgetter("quantity", "unit", "storage_number", "tariff", "subunit")
+_STATE_SETTERS = tuple(
+    MeterState.__dict__[name].__set__
+    for name in ("t_sim", "access_number", "message_counter", "counters")
+)
+
+
 def _next_states(states: dict[str, MeterState], new: Sequence[Reading]) -> dict[str, MeterState]:
     """Return the state of every meter in ``new`` after its readings, in batch order."""
     last: dict[str, Reading] = {}
     counters: dict[str, dict[CounterKey, float]] = {}
+    key_of = _STATE_KEY_OF
     for reading in new:
         meter = reading.meter
         merged = counters.get(meter)
@@ -852,17 +860,19 @@ def _next_states(states: dict[str, MeterState], new: Sequence[Reading]) -> dict[
             merged = counters[meter] = dict(before.counters) if before is not None else {}
         for v in reading.values:
             if v.function == _COUNTER_FUNCTION:
-                merged[(v.quantity, v.unit, v.storage_number, v.tariff, v.subunit)] = float(v.value)
+                merged[key_of(v)] = float(v.value)
         last[meter] = reading
-    return {
-        meter: MeterState(
-            t_sim=float(r.t_sim),
-            access_number=r.access_number,
-            message_counter=r.message_counter,
-            counters=counters[meter],
-        )
-        for meter, r in last.items()
-    }
+    # Fills the slots directly (the frozen dataclass __init__ sets each field through
+    # object.__setattr__): one state per meter of every batch, most often per reading.
+    set_t_sim, set_access, set_counter, set_counters = _STATE_SETTERS
+    out: dict[str, MeterState] = {}
+    for meter, r in last.items():
+        state = out[meter] = object.__new__(MeterState)
+        set_t_sim(state, float(r.t_sim))
+        set_access(state, r.access_number)
+        set_counter(state, r.message_counter)
+        set_counters(state, counters[meter])
+    return out
 
 
 def _state_row(meter: str, state: MeterState) -> tuple[Any, ...]:
