@@ -44,9 +44,10 @@ Frames = Sequence[tuple[bytes, float]]
 Job = tuple[GatewayInstance, Frames]
 OnResult = Callable[[GatewayInstance, IngestResult], None]
 
-WORKERS = 3
-"""Commit threads: a store transaction, the log entries of the batch before it and a sync
-of another instance can be under way together."""
+WORKERS = 12
+"""Commit threads, and so batches in flight. Each mostly waits: for its transaction (in the
+store writer process or SQLite's sync) or its log signatures. With many instances every
+small batch waits for both, and more batches in flight keep the processing thread going."""
 
 
 class _SkippedError(Exception):
