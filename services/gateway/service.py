@@ -502,8 +502,17 @@ class Gateway(Service):
         return out
 
 
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between two collections of the youngest generation (Python's default: 700).
+
+Ingest allocates a few container objects per frame (readings, values, rows) that reference
+counting frees; collecting the young generation every 700 allocations cost about a tenth
+of the ingest of one busy instance. The older generations keep their defaults."""
+
+
 def settle_heap() -> None:
-    """Move every object alive after start-up out of the collector's view (``gc.freeze``).
+    """Move every object alive after start-up out of the collector's view (``gc.freeze``)
+    and collect the young generation every :data:`GC_YOUNG_THRESHOLD` allocations.
 
     What start-up leaves (modules, Numba and numpy internals, the instances' caches) lives
     as long as the process; without this, every full collection triggered by the readings
@@ -511,3 +520,5 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
