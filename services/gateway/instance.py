@@ -21,7 +21,7 @@ from smtestbed.services.gateway.processing import BatchOutcome, Pipeline, Plausi
 from smtestbed.services.gateway.registry import Registry
 from smtestbed.services.gateway.schema import MeterEntry, Reading, Rejection
 from smtestbed.services.gateway.store import StagedBatch, Store
-from smtestbed.services.gateway.store_writer import StoreWriter
+from smtestbed.services.gateway.store_writer import RemoteSigner, StoreWriter
 from smtestbed.services.gateway.unsafe import SkippedChecks
 
 
@@ -88,7 +88,8 @@ class GatewayInstance:
         )
         self.registry = Registry(self.store)
         self.key = load_or_create_key(folder / "keys")
-        self.logs = LogSet(folder / "logs", self.key)
+        sign = None if writer is None else RemoteSigner(writer, str(self.key.path), self.key.sign)
+        self.logs = LogSet(folder / "logs", self.key, sign=sign)
         # Test-only switched-off checks (unsafe_skip_checks), shared with the service.
         self.skipped = skipped if skipped is not None else SkippedChecks()
         self.pipeline = Pipeline(

@@ -98,7 +98,9 @@ class SignedLog:
     Opening a new (or empty) file writes the ``log_created`` entry; opening an
     existing one verifies its first and last entries under ``key`` and
     continues the chain. The file is locked (``flock``) against a second
-    writer for as long as it is open. Appends are thread-safe.
+    writer for as long as it is open. Appends are thread-safe. ``sign`` signs an
+    entry's digest with ``key`` somewhere else (the store writer process); by
+    default ``key.sign`` does.
 
     Raises:
         LogTamperedError: the first or last entry does not verify, or the
@@ -113,9 +115,11 @@ class SignedLog:
         *,
         log_name: str,
         wall_clock: Callable[[], float] = time.time,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.path = path
         self.key = key
+        self._sign = key.sign if sign is None else sign
         self.log_name = log_name
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
@@ -226,7 +230,7 @@ class SignedLog:
             fields=stored,
             prev=prev,
             hash=digest.hex(),
-            sig=self.key.sign(digest).hex(),
+            sig=self._sign(digest).hex(),
         )
         line = b'{"fields":%s,"hash":"%s",%s,"sig":"%s",%s\n' % (
             text,
@@ -317,16 +321,23 @@ class LogSet:
 
     Files in ``folder``: ``system.jsonl``, ``calibration.jsonl`` and
     ``consumer-<id>.jsonl`` (log names ``system``, ``calibration``,
-    ``consumer-<id>``). Consumer logs are opened on first use.
+    ``consumer-<id>``). Consumer logs are opened on first use. ``sign`` is passed on
+    to every log (see :class:`SignedLog`).
     """
 
     def __init__(
-        self, folder: Path, key: SigningKey, *, wall_clock: Callable[[], float] = time.time
+        self,
+        folder: Path,
+        key: SigningKey,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.key = key
         self._wall_clock = wall_clock
+        self._sign = sign
         self._consumers: dict[str, SignedLog] = {}
         self.system = self._open("system")
         try:
@@ -381,4 +392,6 @@ class LogSet:
 
     def _open(self, name: str) -> SignedLog:
         path = self.folder / f"{name}.jsonl"
-        return SignedLog(path, self.key, log_name=name, wall_clock=self._wall_clock)
+        return SignedLog(
+            path, self.key, log_name=name, wall_clock=self._wall_clock, sign=self._sign
+        )

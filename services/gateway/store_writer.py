@@ -9,19 +9,21 @@ process runs the transaction: ``BEGIN IMMEDIATE``, the inserts, ``COMMIT`` (with
 sync of the store's ``synchronous`` level). So processing and writing run on two cores.
 
 What a batch may count on does not change: the gateway announces a reading only after the
-child has answered that its transaction committed; the store stays locked from the moment
-a batch is prepared until that answer, so no other write of the store's file comes in
-between. The child keeps one connection per store file and runs requests one at a time,
-in the order they arrive.
+child has answered that its transaction committed. The child keeps one connection per
+store file and runs a store's requests one at a time, in the order they arrive (see
+:class:`_Lane`). It also signs the gateway's log entries with the instance's key
+(:class:`RemoteSigner`), so that the signatures take its CPU, not the gateway's.
 
 Protocol (a ``socketpair`` inherited by the child): each frame is a 12-byte header, the
 request id (u64) and the body length (u32), then a msgpack body. Requests:
 ``["write", path, synchronous, first, fresh, rows, values, checkpoint]`` and
-``["close", path]``; answers ``["ok", value]`` or ``["error", message]``. The store gives
-a batch's readings the ids ``first, first + 1, ...`` (its value rows carry them) and
-hands the next batch over before this one is written: ``first`` is then this batch's
-``first`` plus its row count, and the writer refuses a batch that does not follow the
-last one it wrote (an earlier batch failed, so the ids it counted on are not there).
+``["close", path]`` and ``["sign", key_path, digest]`` (a log entry's signature with a
+gateway instance's key, see :class:`RemoteSigner`); answers ``["ok", value]`` or
+``["error", message]``. The store gives a batch's readings the ids ``first, first + 1,
+...`` (its value rows carry them) and hands the next batch over before this one is
+written: ``first`` is then this batch's ``first`` plus its row count, and the writer
+refuses a batch that does not follow the last one it wrote (an earlier batch failed, so
+the ids it counted on are not there).
 ``fresh`` marks a batch after the store read the next id from the file: it has to follow
 the file. ``write`` answers the positions of rows whose frame digest was stored before:
 those rows and their values are left out (as :meth:`Store.commit_batch` does), and so is
@@ -50,6 +52,9 @@ from concurrent.futures import Future
 from typing import Any
 
 import msgpack
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from smtestbed.services.gateway.store_sql import (
     INSERT_READING,
     INSERT_VALUE,
@@ -60,7 +65,14 @@ from smtestbed.services.gateway.store_sql import (
     stored_digests,
 )
 
-__all__ = ["StoreWriter", "WriterError", "WriterLostError", "encode_write"]
+__all__ = [
+    "RemoteSigner",
+    "StoreWriter",
+    "WriterError",
+    "WriterLostError",
+    "encode_sign",
+    "encode_write",
+]
 
 _MODULE = "smtestbed.services.gateway.store_writer"
 _HEADER = struct.Struct("!QI")
@@ -108,6 +120,39 @@ def encode_write(
         use_bin_type=True,
     )
     return body
+
+
+def encode_sign(key_path: str, digest: bytes) -> bytes:
+    """Return the body of a ``sign`` request: an ECDSA signature of a SHA-256 digest with
+    the private key in ``key_path`` (a gateway instance's log key)."""
+    body: bytes = msgpack.packb(["sign", key_path, digest], use_bin_type=True)
+    return body
+
+
+class RemoteSigner:
+    """Signs log-entry digests in the writer process with an instance's key file.
+
+    The signature (brainpool ECDSA, about half a millisecond) then takes the writer's CPU,
+    not the gateway's. When the writer cannot answer, ``fallback`` (the key in this
+    process) signs instead; the signature is the same kind either way.
+    """
+
+    def __init__(
+        self, writer: StoreWriter, key_path: str, fallback: Callable[[bytes], bytes]
+    ) -> None:
+        self._writer = writer
+        self._key_path = key_path
+        self._fallback = fallback
+
+    def __call__(self, digest: bytes) -> bytes:
+        """Return the DER signature of a 32-byte digest."""
+        try:
+            signature = self._writer.submit(encode_sign(self._key_path, digest)).result()
+        except WriterError:
+            return self._fallback(digest)
+        if not isinstance(signature, bytes):  # pragma: no cover - the writer sends bytes
+            return self._fallback(digest)
+        return signature
 
 
 class StoreWriter:
@@ -293,13 +338,29 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 class _Stores:
-    """A lane's store connections, the id each store's next batch has to start at, and
-    the stores whose meter states were planned on copies the writer left out."""
+    """A lane's store connections, the id each store's next batch has to start at, the
+    stores whose meter states were planned on copies the writer left out, and the log
+    keys it has signed with."""
 
     def __init__(self) -> None:
         self.dbs: dict[str, sqlite3.Connection] = {}
         self.next: dict[str, int] = {}
         self.tainted: set[str] = set()
+        self.keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+
+    def sign(self, key_path: str, digest: bytes) -> bytes:
+        """Sign a SHA-256 digest with the key in ``key_path`` (loaded once)."""
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise WriterError("a signature needs a 32-byte SHA-256 digest")
+        key = self.keys.get(key_path)
+        if key is None:
+            with open(key_path, "rb") as file:
+                loaded = serialization.load_pem_private_key(file.read(), password=None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+                raise WriterError(f"{key_path}: not an EC private key")
+            key = self.keys[key_path] = loaded
+        signature: bytes = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        return signature
 
     def get(self, path: str, synchronous: str) -> sqlite3.Connection:
         db = self.dbs.get(path)
@@ -396,6 +457,9 @@ def _handle(stores: _Stores, body: bytes) -> list[Any]:
         if op == "close":
             stores.close(str(args[0]))
             return ["ok", None]
+        if op == "sign":
+            key_path, digest = args
+            return ["ok", stores.sign(str(key_path), digest)]
         return ["error", f"unknown request {op!r}"]
     except WriterError as exc:
         return ["error", f"{exc}"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import signal
 import sqlite3
@@ -18,12 +19,15 @@ import pytest
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.services.gateway.ingest import Committer
 from smtestbed.services.gateway.instance import GatewayInstance
+from smtestbed.services.gateway.keys import load_or_create_key, verify_digest
 from smtestbed.services.gateway.schema import MeterEntry, MeterState, Reading, Taf, Value
 from smtestbed.services.gateway.store import Store, StoreError
 from smtestbed.services.gateway.store_writer import (
+    RemoteSigner,
     StoreWriter,
     WriterError,
     WriterLostError,
+    encode_sign,
     encode_write,
 )
 from smtestbed.services.sensorfarm.population import Population, generate
@@ -458,3 +462,33 @@ def test_store_close_waits_for_batches_in_flight_and_writer_close_ends_the_proce
     assert writer.pid is None
     with pytest.raises(WriterLostError):
         writer.submit(msgpack.packb(["close", str(store.path)]))
+
+
+def test_remote_signer_signs_with_the_instance_key_and_falls_back_when_the_writer_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Log digests signed in the writer process verify under the instance's public key;
+    a digest of the wrong size is refused; with the writer closed the key here signs."""
+    key = load_or_create_key(tmp_path / "keys")
+    writer = StoreWriter()
+    try:
+        local: list[bytes] = []
+
+        def fallback(digest: bytes) -> bytes:
+            local.append(digest)
+            return key.sign(digest)
+
+        signer = RemoteSigner(writer, str(key.path), fallback)
+        digest = hashlib.sha256(b"entry").digest()
+        signature = signer(digest)
+        assert verify_digest(key.public_key, digest, signature)
+        assert not verify_digest(key.public_key, hashlib.sha256(b"other").digest(), signature)
+        assert local == []  # signed by the writer process
+        with pytest.raises(WriterError, match="32-byte"):
+            writer.submit(encode_sign(str(key.path), b"short")).result(ANSWER_TIMEOUT)
+        with pytest.raises(WriterError):
+            writer.submit(encode_sign(str(tmp_path / "missing.pem"), digest)).result(ANSWER_TIMEOUT)
+    finally:
+        writer.close()
+    assert verify_digest(key.public_key, digest, signer(digest))
+    assert local == [digest]
