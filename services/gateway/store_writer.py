@@ -80,6 +80,8 @@ _MAX_BODY = 1 << 31
 _CLOSE_TIMEOUT = 30.0
 LANES = 4
 """Writer threads; each store file is written by one of them (see :class:`_Lane`)."""
+SIGNING_LANES = 2
+"""Threads that sign log entries (by key; the signature lets go of the GIL)."""
 CACHE_KIB = 16384
 """Page cache per store connection: the two unique indexes and the meter/time index take
 rows all over their B-trees, and a batch touches fewer pages than SQLite's default 2 MiB
@@ -469,8 +471,9 @@ def _handle(stores: _Stores, body: bytes) -> list[Any]:
         return ["error", f"bad request: {type(exc).__name__}: {exc}"]
 
 
-def _store_of(body: bytes) -> str:
-    """Return the store path a request names (its second item), "" when it names none.
+def _route(body: bytes) -> tuple[str, str]:
+    """Return a request's operation and the path it names (its first two items), "" for
+    what it does not name.
 
     Reads only the start of the body: the rows stay undecoded until a lane runs it.
     """
@@ -478,12 +481,12 @@ def _store_of(body: bytes) -> str:
     unpacker.feed(body)
     try:
         if unpacker.read_array_header() < 2:
-            return ""
-        unpacker.skip()
+            return "", ""
+        op = unpacker.unpack()
         path = unpacker.unpack()
     except (ValueError, msgpack.OutOfData, msgpack.ExtraData):
-        return ""
-    return path if isinstance(path, str) else ""
+        return "", ""
+    return (op if isinstance(op, str) else ""), (path if isinstance(path, str) else "")
 
 
 class _Lane(threading.Thread):
@@ -518,18 +521,21 @@ def serve(sock: socket.socket, lanes: int = LANES) -> None:
             sock.sendmsg([_HEADER.pack(rid, len(answer)), answer])
 
     workers = [_Lane(send) for _ in range(max(1, lanes))]
-    for lane in workers:
+    # signatures never wait behind a store's transaction: lanes of their own, by key
+    signing = [_Lane(send) for _ in range(SIGNING_LANES)]
+    for lane in (*workers, *signing):
         lane.start()
     try:
         while (frame := _recv_frame(sock)) is not None:
-            lane = workers[zlib.crc32(_store_of(frame[1]).encode()) % len(workers)]
-            lane.requests.put(frame)
+            op, path = _route(frame[1])
+            lanes_of_op = signing if op == "sign" else workers
+            lanes_of_op[zlib.crc32(path.encode()) % len(lanes_of_op)].requests.put(frame)
     except (OSError, ValueError):
         pass  # the gateway is gone
     finally:
-        for lane in workers:
+        for lane in (*workers, *signing):
             lane.requests.put(None)
-        for lane in workers:
+        for lane in (*workers, *signing):
             lane.join()
 
 
