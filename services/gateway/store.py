@@ -66,8 +66,8 @@ from smtestbed.services.gateway.store_sql import (
     NEXT_ID,
     SET_CHECKPOINT,
     UPSERT_STATE,
+    copy_positions,
     insert_new,
-    stored_digests,
 )
 from smtestbed.services.gateway.store_writer import (
     StoreWriter,
@@ -808,21 +808,20 @@ def _insert_readings(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> lis
     """Insert the reading rows not stored before; return each one's id, None for a duplicate.
 
     The common batch holds no duplicate (:func:`~.store_sql.insert_new`). Only when it
-    found one is the batch inserted again row by row after a look-up of the stored digests.
+    found one are the others inserted, with ids one after the other.
     """
     first = insert_new(db, rows)
     if first is not None:
         return list(range(first, first + len(rows)))
-    first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM readings").fetchone()[0]
-    known = stored_digests(db, [row[4] for row in rows])
+    copies = set(copy_positions(db, rows))
+    next_id = db.execute(NEXT_ID).fetchone()[0]
     ids: list[int | None] = []
-    for row in rows:
-        if row[4] in known:
+    for k in range(len(rows)):
+        if k in copies:
             ids.append(None)
-            continue
-        known.add(row[4])
-        ids.append(first)
-        first += 1
+        else:
+            ids.append(next_id)
+            next_id += 1
     new = [(i, *row) for i, row in zip(ids, rows, strict=True) if i is not None]
     db.executemany(INSERT_READING, new)
     return ids

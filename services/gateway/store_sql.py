@@ -62,3 +62,16 @@ def stored_digests(db: sqlite3.Connection, digests: Sequence[bytes]) -> set[byte
         sql = f"SELECT frame_digest FROM readings WHERE frame_digest IN ({marks})"
         found.update(r[0] for r in db.execute(sql, chunk))
     return found
+
+
+def copy_positions(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """Return the positions of reading rows (without id) whose frame digest is stored
+    already or comes earlier in the batch: the copies, stored once only."""
+    seen = stored_digests(db, [row[4] for row in rows])
+    copies: list[int] = []
+    for k, row in enumerate(rows):
+        if row[4] in seen:
+            copies.append(k)
+        else:
+            seen.add(row[4])
+    return copies

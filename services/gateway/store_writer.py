@@ -61,8 +61,8 @@ from smtestbed.services.gateway.store_sql import (
     NEXT_ID,
     SET_CHECKPOINT,
     UPSERT_STATE,
+    copy_positions,
     insert_new,
-    stored_digests,
 )
 
 __all__ = [
@@ -434,18 +434,13 @@ def _write(
 def _insert_without_copies(
     db: sqlite3.Connection, first: int, rows: Sequence[tuple[Any, ...]]
 ) -> list[int]:
-    """Insert the rows whose digest is not stored (nor earlier in the batch) with their
-    ids; return the positions of the others."""
-    seen = stored_digests(db, [row[4] for row in rows])
-    copies: list[int] = []
-    keep: list[tuple[Any, ...]] = []
-    for k, row in enumerate(rows):
-        if row[4] in seen:
-            copies.append(k)
-            continue
-        seen.add(row[4])
-        keep.append((first + k, *row))
-    db.executemany(INSERT_READING, keep)
+    """Insert the rows that are no copies (:func:`~.store_sql.copy_positions`) with their
+    ids; return the positions of the copies."""
+    copies = copy_positions(db, rows)
+    left_out = set(copies)
+    db.executemany(
+        INSERT_READING, [(first + k, *row) for k, row in enumerate(rows) if k not in left_out]
+    )
     return copies
 
 
