@@ -17,6 +17,7 @@ parties fetch.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from smtestbed.services._runtime.errors import ConfigError
+from smtestbed.services._runtime import tls
+from smtestbed.services._runtime.errors import ConfigError, RequestError
 from smtestbed.services._runtime.testing import free_port
 
 KEYS = "keys"
@@ -80,6 +82,28 @@ def root_certificate(run_dir: Path) -> Path:
 def crl_files(run_dir: Path) -> list[Path]:
     """Return the CRL files (PEM) the CA keeps current in its directory."""
     return [run_dir / CA_DIR / "crl" / f"{ca}.crl.pem" for ca in ("root", "smgw", "emt")]
+
+
+def client_context(run_dir: Path, name: str, *, field: str) -> ssl.SSLContext:
+    """Return a mutual-TLS client context with certificate ``name`` of the run folder,
+    trusting its SM-PKI root and checking the CA's CRLs (no host name: peers are named
+    by their certificates' roles).
+
+    Raises:
+        RequestError: the state made no such certificate (``field`` names the parameter
+            that asked for it).
+    """
+    files = Identity.of(run_dir, name)
+    if not files.cert.is_file():
+        raise RequestError(f"no {name} certificate (state.pki.certificates)", field=field)
+    return tls.client_context(
+        files.cert,
+        files.key,
+        [files.chain],
+        [root_certificate(run_dir)],
+        crl_files(run_dir),
+        check_hostname=False,
+    )
 
 
 def signing_key(run_dir: Path, signer: str) -> Path:

@@ -28,7 +28,9 @@ from cryptography.x509.oid import NameOID
 from smtestbed.proto import wan
 from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.errors import PeerError, RequestError
-from smtestbed.services.controller.credentials import Identity, crl_files, root_certificate
+from smtestbed.services.controller.credentials import (
+    client_context,
+)
 from smtestbed.services.controller.operations import OpContext, Param, operation
 from smtestbed.services.controller.ops_security import run_dir, wan_endpoint
 
@@ -153,17 +155,7 @@ class GwaSession:
 async def gwa_session(root: Path, timeout_s: float) -> AsyncIterator[GwaSession]:
     """Open the GWA's session (its certificate from ``root/pki``); close it afterwards."""
     host, port = wan_endpoint(root)
-    files = Identity.of(root, "gwa")
-    if not files.cert.is_file():
-        raise RequestError("no gwa certificate (state.pki.certificates)", field="operation")
-    context = tls.client_context(
-        files.cert,
-        files.key,
-        [files.chain],
-        [root_certificate(root)],
-        crl_files(root),
-        check_hostname=False,
-    )
+    context = client_context(root, "gwa", field="operation")
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=context, server_hostname=None), timeout_s

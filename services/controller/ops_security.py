@@ -22,7 +22,6 @@ from typing import Any
 
 from cryptography import x509
 from smtestbed.proto import topics
-from smtestbed.services._runtime import tls
 from smtestbed.services._runtime.config import parse_host_port, read_toml
 from smtestbed.services._runtime.errors import PeerError, RequestError
 from smtestbed.services.controller import tampering, wan_session
@@ -30,8 +29,7 @@ from smtestbed.services.controller.credentials import (
     ROLES,
     SIGNERS,
     Identity,
-    crl_files,
-    root_certificate,
+    client_context,
     signing_key,
 )
 from smtestbed.services.controller.layout import SMTB
@@ -218,17 +216,7 @@ def wan_endpoint(root: Path) -> tuple[str, int]:
 async def wan_request(ctx: OpContext, p: dict[str, Any]) -> Any:
     root = run_dir(ctx)
     host, port = wan_endpoint(root)
-    files = Identity.of(root, p["party"])
-    if not files.cert.is_file():
-        raise RequestError(f"no {p['party']} certificate (state.pki.certificates)", field="party")
-    context = tls.client_context(
-        files.cert,
-        files.key,
-        [files.chain],
-        [root_certificate(root)],
-        crl_files(root),
-        check_hostname=False,
-    )
+    context = client_context(root, p["party"], field="party")
     message = {"op": p["op"], "params": p["params"]}
     outcome = await wan_session.request(host, port, context, message, timeout_s=ctx.timeout_s)
     return outcome.to_map()
