@@ -15,6 +15,8 @@ from smtestbed.services.controller.client import Controller
 from smtestbed.services.controller.state import state_from_dict
 from smtestbed.services.controller.testbed import StateMismatchError, Testbed
 
+from tests.integration.controller_helpers import run, running_testbed
+
 pytestmark = pytest.mark.timeout(240)
 
 STATE = {"seed": 3, "population": {"count": 3, "interval_s": 300.0}, "clock": {"window_s": 300.0}}
@@ -23,22 +25,7 @@ STATE = {"seed": 3, "population": {"count": 3, "interval_s": 300.0}, "clock": {"
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     """One testbed with the controller service for the module; stopped at the end."""
-    tb = Testbed(state_from_dict(STATE), tmp_path_factory.mktemp("ctl"), controller_service=True)
-    tb.start()
-    try:
-        yield tb
-    finally:
-        tb.stop()
-
-
-def run(testbed: Testbed, body: Any) -> Any:
-    """Open a Controller on ``testbed`` and run ``body(ctl)`` in a fresh event loop."""
-
-    async def main() -> Any:
-        async with testbed.controller() as ctl:
-            return await body(ctl)
-
-    return asyncio.run(main())
+    yield from running_testbed(STATE, tmp_path_factory.mktemp("ctl"))
 
 
 async def rest(port: int, name: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:

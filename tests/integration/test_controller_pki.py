@@ -27,8 +27,9 @@ from smtestbed.services.ca.validation import Reason, Usage, openssl_verify, vali
 from smtestbed.services.controller.client import Controller
 from smtestbed.services.controller.credentials import Identity, crl_files, root_certificate
 from smtestbed.services.controller.ops_security import wan_endpoint
-from smtestbed.services.controller.state import state_from_dict
 from smtestbed.services.controller.testbed import Testbed
+
+from tests.integration.controller_helpers import run, running_testbed
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -43,22 +44,7 @@ SUBJECT = "gw7.smgw.test.example"
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     """One PKI testbed with the controller service for the module; stopped at the end."""
-    tb = Testbed(state_from_dict(STATE), tmp_path_factory.mktemp("pki"), controller_service=True)
-    tb.start()
-    try:
-        yield tb
-    finally:
-        tb.stop()
-
-
-def run(testbed: Testbed, body: Any) -> Any:
-    """Open a Controller on ``testbed`` and run ``body(ctl)`` in a fresh event loop."""
-
-    async def main() -> Any:
-        async with testbed.controller() as ctl:
-            return await body(ctl)
-
-    return asyncio.run(main())
+    yield from running_testbed(STATE, tmp_path_factory.mktemp("pki"))
 
 
 async def rest(port: int, name: str, body: Any) -> tuple[int, Any]:
