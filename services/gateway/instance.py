@@ -54,10 +54,16 @@ class InstanceCounters:
         }
 
 
-def _stored(outcome: BatchOutcome, ids: Sequence[int | None]) -> IngestResult:
-    """Return the result of a committed batch: its new readings with their ids."""
-    result = IngestResult(rejected=outcome.rejected, duplicates=outcome.duplicates)
-    for reading, rid in zip(outcome.accepted, ids, strict=True):
+def _stored(
+    readings: Sequence[Reading],
+    ids: Sequence[int | None],
+    rejected: list[Rejection],
+    duplicates: int = 0,
+) -> IngestResult:
+    """Return the result of a committed batch: its new readings with their ids (a None
+    id is a duplicate, counted on top of ``duplicates``) and its rejections."""
+    result = IngestResult(rejected=rejected, duplicates=duplicates)
+    for reading, rid in zip(readings, ids, strict=True):
         if rid is None:
             result.duplicates += 1
         else:
@@ -136,13 +142,20 @@ class GatewayInstance:
         Raises:
             StoreError: the transaction failed (nothing of the batch is stored).
         """
-        return _stored(outcome, self.store.commit_processed(outcome.accepted))
+        return _stored(
+            outcome.accepted,
+            self.store.commit_processed(outcome.accepted),
+            outcome.rejected,
+            outcome.duplicates,
+        )
 
     def stage_batch(self, outcome: BatchOutcome) -> StagedBatch:
         """Write a processed batch's accepted readings in a transaction left open.
 
-        :meth:`finish_batch` commits it (on any thread); until then the store is locked,
-        so the next :meth:`stage_batch` of this instance waits for that commit.
+        :meth:`finish_batch` commits it (on any thread). Without a store writer process
+        the store is locked until then, so the next :meth:`stage_batch` of this instance
+        waits for that commit; with one, the batch is handed over and the next may follow
+        (see :meth:`Store.stage_processed`).
 
         Raises:
             StoreError: SQLite refused the rows (nothing is kept).
@@ -155,7 +168,7 @@ class GatewayInstance:
         Raises:
             StoreError: the commit failed (nothing of the batch is stored).
         """
-        return _stored(outcome, staged.commit())
+        return _stored(outcome.accepted, staged.commit(), outcome.rejected, outcome.duplicates)
 
     def log_batch(self, result: IngestResult) -> None:
         """Write a stored batch to the logs: its rejections, its readings per consumer.
@@ -176,13 +189,7 @@ class GatewayInstance:
         self, readings: Sequence[Reading], rejections: Sequence[Rejection]
     ) -> IngestResult:
         """Store readings checked elsewhere (wired LMN) and log them and the rejections."""
-        ids = self.store.commit_batch(readings)
-        result = IngestResult(rejected=list(rejections))
-        for reading, rid in zip(readings, ids, strict=True):
-            if rid is None:
-                result.duplicates += 1
-            else:
-                result.accepted.append((reading, rid))
+        result = _stored(readings, self.store.commit_batch(readings), list(rejections))
         self._account(len(readings) + len(rejections), result)
         self._log(result)
         return result
