@@ -23,7 +23,7 @@ telegram of every meter, then the clock runs over the timed rounds. The
 gateways ingest their warm-up frames as they would the first window after a
 start (header memory, record layouts, consumer logs and meter states filled;
 the ingest path itself is the same), and then settle their heap with
-:func:`~smtestbed.services.gateway.service.settle_heap` as the service does
+:func:`~smtestbed.services._runtime.heap.settle_heap` as the service does
 once its instances are open; the AES loop decrypts the warm-up frames and the
 SQLite loop inserts the warm-up rows, in the same batches, before its clock
 starts.
@@ -43,10 +43,10 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.proto.wmbus.link import strip_crcs_a
+from smtestbed.services._runtime.heap import settle_heap
 from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance
 from smtestbed.services.gateway.schema import MeterEntry, Taf
-from smtestbed.services.gateway.service import settle_heap
 from smtestbed.services.gateway.store_writer import StoreWriter
 from smtestbed.services.sensorfarm.population import Population, generate
 from smtestbed.services.sensorfarm.rounds import telegram_rounds

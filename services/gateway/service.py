@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from smtestbed.proto.batch import FrameBatch
 from smtestbed.proto.envelope import Envelope
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
+from smtestbed.services._runtime.heap import settle_heap
 from smtestbed.services._runtime.lifecycle import Ready, Service
 from smtestbed.services.gateway import (
     api,
@@ -500,25 +500,3 @@ class Gateway(Service):
             out["accepted"] = out.get("accepted", 0) + c.accepted
             out["rejected"] = out.get("rejected", 0) + sum(c.rejected.values())
         return out
-
-
-GC_YOUNG_THRESHOLD = 100_000
-"""Allocations between two collections of the youngest generation (Python's default: 700).
-
-Ingest allocates a few container objects per frame (readings, values, rows) that reference
-counting frees; collecting the young generation every 700 allocations cost about a tenth
-of the ingest of one busy instance. The older generations keep their defaults."""
-
-
-def settle_heap() -> None:
-    """Move every object alive after start-up out of the collector's view (``gc.freeze``)
-    and collect the young generation every :data:`GC_YOUNG_THRESHOLD` allocations.
-
-    What start-up leaves (modules, Numba and numpy internals, the instances' caches) lives
-    as long as the process; without this, every full collection triggered by the readings
-    of an ingest walks all of it again.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)

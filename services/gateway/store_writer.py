@@ -55,6 +55,7 @@ import msgpack
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from smtestbed.services._runtime.heap import settle_heap
 from smtestbed.services.gateway.store_sql import (
     INSERT_READING,
     INSERT_VALUE,
@@ -539,6 +540,8 @@ def main(argv: Sequence[str]) -> int:
     # Ctrl-C in a terminal reaches the whole process group; the writer ends when the
     # gateway closes the socket, after the gateway has finished its own shut-down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Each batch unpacks into thousands of tuples that reference counting frees.
+    settle_heap()
     serve(socket.socket(fileno=int(argv[1])))
     return 0
 
