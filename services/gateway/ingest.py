@@ -24,7 +24,12 @@ What a batch may count on is unchanged:
   log entries) fails, its instance takes no further batch in this call: later batches are
   not committed (or, when already committed, not handed over, as a failed log write after
   a commit never was), the overlay is dropped, and the first failure is raised once the
-  other instances' batches are through.
+  other instances' batches are through. With a store writer process a later batch is
+  handed over before the earlier one's answer is in: the writer refuses it, as it does
+  every batch whose ids count on a failed one; only one handed over just after the store
+  learnt of the failure starts afresh and may commit, and is then not handed over
+  either. Its readings passed their checks against the failed batch's, which are more
+  recent than anything stored, so they hold against the store too.
 """
 
 from __future__ import annotations
@@ -63,10 +68,12 @@ class _Pending:
     logged: Future[IngestResult]
 
 
-def _failed(before: Future[IngestResult] | None) -> bool:
+def _failed(before: Future[IngestResult] | None, *, wait: bool = True) -> bool:
     # Every future waited for here was submitted earlier, so a worker has taken it already:
     # waiting for it cannot hold up the pool.
-    return before is not None and before.exception() is not None
+    if before is None or not (wait or before.done()):
+        return False
+    return before.exception() is not None
 
 
 def _commit(instance: GatewayInstance, outcome: BatchOutcome, staged: StagedBatch) -> IngestResult:
@@ -154,15 +161,19 @@ class _Run:
         The rows are written on this thread (a worker inserting them would wait for the GIL
         after every row); the batch is processed while the instance's previous transaction
         commits, and written once that has committed (its instance takes no batch once a
-        transaction failed). The log entries wait for this commit and for the previous
-        batch's log entries.
+        transaction failed). A store with a writer process is handed the batch at once,
+        without waiting for the previous commit: the writer runs an instance's batches in
+        order and refuses every one after a batch that failed. The log entries wait for this
+        commit and for the previous batch's log entries.
         """
         key = id(instance)
         if key in self.failed:
             return
         outcome = instance.process(frames)
         before_store, before_log = self.last.get(key, (None, None))
-        if _failed(before_store):
+        # A store with a writer process takes the batch while the one before is still
+        # being written; the writer refuses it should that one fail.
+        if _failed(before_store, wait=not instance.store.pipelined):
             stored = _refused(_SkippedError())
         else:
             try:

@@ -398,6 +398,13 @@ class Store:
         """
         return self._commit([processed_row(r, i) for i, r in enumerate(readings)], readings)
 
+    @property
+    def pipelined(self) -> bool:
+        """True with a writer process: :meth:`stage_processed` hands a batch over and the
+        next may be staged before it has committed (the writer refuses every batch after
+        one that failed)."""
+        return self._writer is not None
+
     def stage_processed(self, readings: Sequence[Reading]) -> StagedBatch:
         """Write readings built by measurement processing in a transaction left open.
 

@@ -12,6 +12,7 @@ from smtestbed.services.gateway.ingest import Committer
 from smtestbed.services.gateway.instance import GatewayInstance, IngestResult
 from smtestbed.services.gateway.schema import MeterEntry, Reason
 from smtestbed.services.gateway.store import StoreError
+from smtestbed.services.gateway.store_writer import StoreWriter
 
 from tests.unit.gateway.test_processing import KEY, records
 
@@ -50,6 +51,23 @@ def instances(tmp_path: Path) -> Iterator[list[GatewayInstance]]:
     yield out
     for inst in out:
         inst.close()
+
+
+@pytest.fixture
+def writer_instances(tmp_path: Path) -> Iterator[list[GatewayInstance]]:
+    """Two instances as :func:`instances`, whose stores a writer process writes."""
+    writer = StoreWriter()
+    out = [
+        GatewayInstance(f"gw{k}", tmp_path / f"gw{k}", synchronous="NORMAL", writer=writer)
+        for k in (0, 1)
+    ]
+    for inst in out:
+        for meter in METERS:
+            inst.registry.add(MeterEntry(meter=meter, manufacturer="EMH", key=KEY, security=5))
+    yield out
+    for inst in out:
+        inst.close()
+    writer.close()
 
 
 def _summary(result: IngestResult) -> tuple[list[tuple[str, int]], list[Reason]]:
@@ -116,6 +134,34 @@ def test_a_failed_commit_stops_its_instance_only_and_leaves_nothing_behind(
     with Committer() as committer:
         jobs = [(failing, first), (healthy, first), (failing, third), (healthy, third)]
         with pytest.raises(StoreError, match=match):
+            committer.ingest(jobs, lambda inst, _: seen.append(inst.name))
+        assert seen == ["gw1", "gw1"]
+        assert (failing.store.count(), healthy.store.count()) == (0, 4)
+        assert failing.counters.frames == 0
+        blocker.execute("DROP TRIGGER refuse")
+        blocker.commit()
+        again = committer.ingest([(failing, first), (failing, third)])
+    blocker.close()
+    assert [len(r.accepted) for r in again] == [2, 2]
+    assert failing.store.digest() == healthy.store.digest()
+
+
+def test_with_a_writer_batches_after_a_failed_one_are_refused_and_nothing_is_announced(
+    writer_instances: list[GatewayInstance],
+) -> None:
+    """With a writer process an instance's later batches are handed over before the earlier
+    answer is in; after a refused transaction the writer refuses them too: nothing of the
+    failing instance is stored or announced, the other's is, and re-sent frames go in."""
+    failing, healthy = writer_instances
+    assert failing.store.pipelined
+    blocker = sqlite3.connect(failing.store.path)
+    blocker.executescript(REFUSALS["write"])
+    blocker.commit()
+    first, _, third = batches()
+    seen: list[str] = []
+    with Committer() as committer:
+        jobs = [(failing, first), (failing, third), (healthy, first), (healthy, third)]
+        with pytest.raises(StoreError, match="full"):
             committer.ingest(jobs, lambda inst, _: seen.append(inst.name))
         assert seen == ["gw1", "gw1"]
         assert (failing.store.count(), healthy.store.count()) == (0, 4)
