@@ -57,13 +57,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from smtestbed.services._runtime.heap import settle_heap
 from smtestbed.services.gateway.store_sql import (
-    INSERT_READING,
+    INSERT_FRESH,
     INSERT_VALUE,
     NEXT_ID,
     SET_CHECKPOINT,
     UPSERT_STATE,
-    copy_positions,
-    insert_new,
 )
 
 __all__ = [
@@ -331,9 +329,9 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute(f"PRAGMA synchronous = {synchronous}")
     # The writer inserts value rows only for the readings the same transaction has just
-    # inserted (insert_new saw every row go in, or the copies and their values were left
-    # out), so the reading_values -> readings foreign key holds by construction and its
-    # per-row look-up is skipped here; the store's own connection enforces it.
+    # inserted (the copies it left out lose their values too), so the reading_values ->
+    # readings foreign key holds by construction and its per-row look-up is skipped
+    # here; the store's own connection enforces it.
     db.execute("PRAGMA foreign_keys = OFF")
     db.execute("PRAGMA busy_timeout = 5000")
     db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
@@ -407,8 +405,10 @@ def _write(
         if start > first or (expected is None and start != first):
             raise WriterError(f"{path}: batch from id {first}, the file's next id is {start}")
         copies: list[int] = []
-        if insert_new(db, rows, first) is None:
-            copies = _insert_without_copies(db, first, rows)
+        before = db.total_changes
+        db.executemany(INSERT_FRESH, [(first + k, *row) for k, row in enumerate(rows)])
+        if db.total_changes - before != len(rows):
+            copies = _left_out(db, first, len(rows))
             left_out = {first + k for k in copies}
             values = [v for v in values if v[0] not in left_out]
         db.executemany(INSERT_VALUE, values)
@@ -432,17 +432,16 @@ def _write(
     return copies
 
 
-def _insert_without_copies(
-    db: sqlite3.Connection, first: int, rows: Sequence[tuple[Any, ...]]
-) -> list[int]:
-    """Insert the rows that are no copies (:func:`~.store_sql.copy_positions`) with their
-    ids; return the positions of the copies."""
-    copies = copy_positions(db, rows)
-    left_out = set(copies)
-    db.executemany(
-        INSERT_READING, [(first + k, *row) for k, row in enumerate(rows) if k not in left_out]
-    )
-    return copies
+def _left_out(db: sqlite3.Connection, first: int, count: int) -> list[int]:
+    """Return the positions of the rows ``first ... first + count - 1`` that the insert left
+    out (``ON CONFLICT (frame_digest) DO NOTHING``): copies of frames stored before or
+    earlier in the batch."""
+    ids = db.execute(_IDS_IN, (first, first + count)).fetchall()
+    present = {row[0] for row in ids}
+    return [k for k in range(count) if first + k not in present]
+
+
+_IDS_IN = "SELECT id FROM readings WHERE id >= ? AND id < ?"
 
 
 def _handle(stores: _Stores, body: bytes) -> list[Any]:
