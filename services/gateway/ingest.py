@@ -64,7 +64,6 @@ class _Pending:
     instance: GatewayInstance
     frames: int
     outcome: BatchOutcome
-    stored: Future[IngestResult]
     logged: Future[IngestResult]
 
 
@@ -76,20 +75,27 @@ def _failed(before: Future[IngestResult] | None, *, wait: bool = True) -> bool:
     return before.exception() is not None
 
 
-def _commit(instance: GatewayInstance, outcome: BatchOutcome, staged: StagedBatch) -> IngestResult:
-    return instance.finish_batch(outcome, staged)
-
-
 def _refused(exc: BaseException) -> Future[IngestResult]:
     done: Future[IngestResult] = Future()
     done.set_exception(exc)
     return done
 
 
-def _log_after(
-    stored: Future[IngestResult], before: Future[IngestResult] | None, instance: GatewayInstance
+def _commit_and_log(
+    instance: GatewayInstance,
+    outcome: BatchOutcome,
+    staged: StagedBatch,
+    stored: Future[IngestResult],
+    before: Future[IngestResult] | None,
 ) -> IngestResult:
-    result = stored.result()  # a failed transaction fails this batch as it is
+    """Commit a staged batch (``stored`` tells how that went), then write its log entries
+    once the previous batch of the instance has written its own."""
+    try:
+        result = instance.finish_batch(outcome, staged)
+    except BaseException as exc:  # a failed transaction fails this batch as it is
+        stored.set_exception(exc)
+        raise
+    stored.set_result(result)
     if _failed(before):
         raise _SkippedError
     instance.log_batch(result)
@@ -174,21 +180,23 @@ class _Run:
         # A store with a writer process takes the batch while the one before is still
         # being written; the writer refuses it should that one fail.
         if _failed(before_store, wait=not instance.store.pipelined):
-            stored = _refused(_SkippedError())
+            stored = logged = _refused(_SkippedError())
         else:
             try:
                 staged = instance.stage_batch(outcome)
             except Exception as exc:  # StoreError (or RequestError): nothing was written
-                stored = _refused(exc)
+                stored = logged = _refused(exc)
             else:
+                stored = Future()
                 try:
-                    stored = self.pool.submit(_commit, instance, outcome, staged)
+                    logged = self.pool.submit(
+                        _commit_and_log, instance, outcome, staged, stored, before_log
+                    )
                 except BaseException:
                     staged.rollback()
                     raise
-        logged = self.pool.submit(_log_after, stored, before_log, instance)
         self.last[key] = (stored, logged)
-        self.pending.append(_Pending(instance, len(frames), outcome, stored, logged))
+        self.pending.append(_Pending(instance, len(frames), outcome, logged))
         while len(self.pending) > self.depth:
             self._collect(self.pending.popleft())
 
