@@ -9,7 +9,9 @@ one SQLite transaction per batch in WAL mode with ``synchronous=FULL``, run by
 the store writer process, :mod:`~smtestbed.services.gateway.store_writer`; the
 signed log entries written on the commit threads; a frame counts once its
 transaction has committed and its log entries are written). So the gateway
-uses two processes, as the service does, where each bare loop is one thread; the
+uses two processes, as the service does, each on its half of the CPUs as the service
+puts them (``cpu_split``, :mod:`~smtestbed.services._runtime.cpus`), where each bare
+loop is one thread (on any CPU); the
 column ``inline/s`` is the same ingest with the stores written on the gateway's own
 threads (``store_writer = "inline"``), in the same run. The baselines, run in the
 same process on the same data: one ``cryptography`` AES-128-CBC decryption per
@@ -43,6 +45,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from smtestbed.proto.mbus.header import decode_manufacturer
 from smtestbed.proto.wmbus.link import strip_crcs_a
+from smtestbed.services._runtime import cpus
 from smtestbed.services._runtime.heap import settle_heap
 from smtestbed.services.gateway.ingest import Committer, Job
 from smtestbed.services.gateway.instance import GatewayInstance
@@ -85,9 +88,14 @@ def gateway_rate(
 
     The first round (one frame per meter) is the untimed warm-up. ``inline`` writes the
     stores on the service's own threads (``store_writer = "inline"``) instead of the
-    writer process.
+    writer process. With the writer, the CPUs are split between this process and the
+    writer as the service splits them (``cpu_split = "auto"``), for the time of the call.
     """
-    writer = None if inline else StoreWriter()
+    # as the service with cpu_split = "auto": itself on the lower half of the CPUs, the
+    # writer process on the upper half (nothing to split without a writer)
+    cut = None if inline else cpus.split(cpus.allowed())
+    before = None if cut is None else cpus.pin_threads(cut.service)
+    writer = None if inline else StoreWriter(None if cut is None else cut.helper)
     if writer is not None:
         writer.start()
     gws = [GatewayInstance(f"gw{k}", root / f"gw{k}", writer=writer) for k in range(instances)]
@@ -105,6 +113,8 @@ def gateway_rate(
         gw.close()
     if writer is not None:
         writer.close()
+    if before is not None:
+        cpus.pin_threads(before)  # the bare loops run where they would without a gateway
     return accepted / elapsed, accepted
 
 

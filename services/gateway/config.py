@@ -31,6 +31,13 @@ class GatewayConfig(ServiceConfig):
         help="who runs the stores' ingest transactions: a child process (processing and"
         " writing on two cores) or the service's own threads",
     )
+    cpu_split: str = choice(
+        "auto",
+        "auto",
+        "off",
+        help="with the writer process on a machine of two or more CPUs: the service on the"
+        " lower half, the writer on the upper half (auto), or both on all of them (off)",
+    )
     tariff_every_s: float = doc(900.0, "simulated time between tariff runs, s")
     tariff_schedule: tuple[str, ...] = doc(HT_NT, "TAF2 rules: 'DAYS HH:MM-HH:MM REGISTER'")
     billing_day: int = doc(1, "TAF1 billing date: this day of each month, 00:00 UTC")

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from smtestbed.proto import topics
 from smtestbed.proto.batch import FrameBatch
 from smtestbed.proto.envelope import Envelope
+from smtestbed.services._runtime import cpus
 from smtestbed.services._runtime.bus import BatchPuller
 from smtestbed.services._runtime.errors import ConfigError, ProtocolError, RequestError
 from smtestbed.services._runtime.heap import settle_heap
@@ -75,7 +76,17 @@ class Gateway(Service):
         self.skipped = unsafe.parse(config.unsafe_skip_checks)
         self.instances: dict[str, GatewayInstance] = {}
         self.committer = Committer()
-        self.writer = StoreWriter() if config.store_writer == "process" else None
+        # The writer's threads on CPUs of their own: see smtestbed.services._runtime.cpus.
+        self.cpu_split = (
+            cpus.split(cpus.allowed())
+            if config.store_writer == "process" and config.cpu_split == "auto"
+            else None
+        )
+        self.writer = (
+            StoreWriter(None if self.cpu_split is None else self.cpu_split.helper)
+            if config.store_writer == "process"
+            else None
+        )
         self.runners: dict[str, TafRunner] = {}
         self.unrouted = 0
         self.wan: wan.WanServer | None = None
@@ -91,6 +102,17 @@ class Gateway(Service):
     def open_instances(self) -> None:
         """Open (or create) every instance's folder, store, keys and logs."""
         root = Path(self.cfg.data_dir)
+        if self.cpu_split is not None:
+            try:
+                cpus.pin_threads(self.cpu_split.service)
+            except OSError as exc:
+                self.log.warning("cpu_split_refused", error=str(exc))
+            else:
+                self.log.info(
+                    "cpu_split",
+                    service=cpus.format_cpus(self.cpu_split.service),
+                    store_writer=cpus.format_cpus(self.cpu_split.helper),
+                )
         if self.writer is not None:
             self.writer.start()
         for name in self.cfg.instances:
@@ -416,6 +438,8 @@ class Gateway(Service):
             "public_key": str(inst.key.public_path),
             "store_writer": self.cfg.store_writer,
             "store_writer_pid": None if self.writer is None else self.writer.pid,
+            "cpus": cpus.format_cpus(cpus.allowed()),
+            "store_writer_cpus": _cpu_list(self.writer),
             **self.skipped.to_map(),
         }
 
@@ -500,3 +524,9 @@ class Gateway(Service):
             out["accepted"] = out.get("accepted", 0) + c.accepted
             out["rejected"] = out.get("rejected", 0) + sum(c.rejected.values())
         return out
+
+
+def _cpu_list(writer: StoreWriter | None) -> str | None:
+    """Return the CPUs of the writer process (``1`` or ``2,3``), None without one."""
+    found = None if writer is None else writer.cpus
+    return None if found is None else cpus.format_cpus(found)

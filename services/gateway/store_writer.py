@@ -47,7 +47,7 @@ import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -55,6 +55,7 @@ import msgpack
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from smtestbed.services._runtime.cpus import format_cpus, parse_cpus, pin_threads
 from smtestbed.services._runtime.heap import settle_heap
 from smtestbed.services.gateway.store_sql import (
     INSERT_FRESH,
@@ -162,9 +163,14 @@ class StoreWriter:
     Thread-safe. The process starts with the first request (again after it ended). Each
     request gets a :class:`~concurrent.futures.Future` that a reader thread completes with
     the answer, or with :class:`WriterLostError` when the process ends first.
+
+    Args:
+        cpus: the CPUs the process runs on (see :func:`smtestbed.services._runtime.cpus.split`);
+            None: wherever the scheduler puts it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: Collection[int] | None = None) -> None:
+        self._cpus = None if cpus is None else format_cpus(cpus)
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._pending: dict[int, Future[Any]] = {}
@@ -179,6 +185,17 @@ class StoreWriter:
         """The writer process's pid, None while none runs."""
         with self._lock:
             return None if self._proc is None else self._proc.pid
+
+    @property
+    def cpus(self) -> frozenset[int] | None:
+        """The CPUs the writer process may run on, None while none runs (or unknown)."""
+        pid = self.pid
+        if pid is None or not hasattr(os, "sched_getaffinity"):
+            return None
+        try:
+            return frozenset(os.sched_getaffinity(pid))
+        except OSError:  # it ended meanwhile
+            return None
 
     def start(self) -> None:
         """Start the process now (else the first request starts it)."""
@@ -241,8 +258,9 @@ class StoreWriter:
             raise WriterLostError("store writer is closed")
         ours, theirs = socket.socketpair()
         try:
+            args = [sys.executable, "-m", _MODULE, str(theirs.fileno())]
             proc = subprocess.Popen(
-                [sys.executable, "-m", _MODULE, str(theirs.fileno())],
+                args if self._cpus is None else [*args, self._cpus],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -535,10 +553,19 @@ def serve(sock: socket.socket, lanes: int = LANES) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Entry point of the child: ``python -m ... <socket fd>``."""
+    """Entry point of the child: ``python -m ... <socket fd> [<cpus>]``.
+
+    ``cpus`` (``1`` or ``2,3``) are the CPUs the writer runs on; set before any of its
+    threads starts, so that they all inherit them (see :mod:`smtestbed.services._runtime.cpus`).
+    """
     # Ctrl-C in a terminal reaches the whole process group; the writer ends when the
     # gateway closes the socket, after the gateway has finished its own shut-down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if len(argv) > 2:
+        try:
+            pin_threads(parse_cpus(argv[2]))
+        except (ValueError, OSError) as exc:  # runs on every CPU; the status shows which
+            print(f"store writer: CPUs {argv[2]!r} not taken: {exc}", file=sys.stderr)
     # Each batch unpacks into thousands of tuples that reference counting frees.
     settle_heap()
     serve(socket.socket(fileno=int(argv[1])))

@@ -24,6 +24,7 @@ from smtestbed.proto import topics
 from smtestbed.services._runtime import process
 from smtestbed.services._runtime.bus import BatchPusher, Endpoints, Subscription
 from smtestbed.services._runtime.client import BusClient
+from smtestbed.services._runtime.cpus import format_cpus, split
 from smtestbed.services._runtime.errors import RemoteError
 from smtestbed.services._runtime.testing import (
     bus_client,
@@ -233,8 +234,9 @@ def test_accepted_frames_are_stored_with_their_values_and_announced_after_commit
 
 def test_store_writer_process_writes_the_store_and_is_named_in_the_status(bed: Bed) -> None:
     """By default a child process runs the ingest transactions: the status names its pid,
-    that process runs the store writer module and has the instance's store file open, and
-    a reading announced as accepted is in the file."""
+    that process runs the store writer module and has the instance's store file open, a
+    reading announced as accepted is in the file, and service and writer run on CPUs of
+    their own."""
     meter = "10000012"
 
     async def scenario(client: BusClient, pusher: BatchPusher, sub: Subscription) -> Any:
@@ -254,6 +256,16 @@ def test_store_writer_process_writes_the_store_and_is_named_in_the_status(bed: B
     assert store in open_files
     announced = {rid for _, rid, _ in body["readings"]}
     assert announced <= {row[0] for row in stored_rows(bed.folder)["readings"]}
+    # cpu_split = "auto": the service on the lower half of the CPUs it started with, the
+    # writer (every thread of it) on the upper half
+    cut = split(os.sched_getaffinity(0))
+    if cut is None:
+        assert status["store_writer_cpus"] == status["cpus"]
+    else:
+        assert status["cpus"] == format_cpus(cut.service)
+        assert status["store_writer_cpus"] == format_cpus(cut.helper)
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        assert all(os.sched_getaffinity(int(t.name)) == cut.helper for t in tasks)
 
 
 def test_a_failed_store_transaction_is_reported_and_ingest_goes_on(bed: Bed) -> None:

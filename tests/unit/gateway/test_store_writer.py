@@ -492,3 +492,34 @@ def test_remote_signer_signs_with_the_instance_key_and_falls_back_when_the_write
         writer.close()
     assert verify_digest(key.public_key, digest, signer(digest))
     assert local == [digest]
+
+
+def test_writer_process_runs_on_the_cpus_it_is_given_and_anywhere_when_refused(
+    tmp_path: Path,
+) -> None:
+    """Every thread of the writer runs on the CPU it was given (it sets them before it
+    serves); a CPU the machine lacks is reported on stderr and the writer runs where it
+    may, answering requests as ever."""
+    allowed = frozenset(os.sched_getaffinity(0))
+    cpu = max(allowed)
+    pinned = StoreWriter(cpus={cpu})
+    try:
+        store = Store(tmp_path / "store.sqlite", writer=pinned)
+        assert store.stage_processed([reading(1)]).commit() == [1]  # the writer is serving
+        assert pinned.cpus == frozenset({cpu})
+        pid = pinned.pid
+        assert pid is not None
+        tasks = os.listdir(f"/proc/{pid}/task")
+        assert len(tasks) > 1  # the lanes
+        assert all(os.sched_getaffinity(int(t)) == {cpu} for t in tasks)
+        store.close()
+    finally:
+        pinned.close()
+    refused = StoreWriter(cpus={4096})
+    try:
+        store = Store(tmp_path / "other.sqlite", writer=refused)
+        assert store.stage_processed([reading(1)]).commit() == [1]
+        assert refused.cpus == allowed
+        store.close()
+    finally:
+        refused.close()
