@@ -1,10 +1,10 @@
 """Which CPUs a process and its helper process run on (Linux scheduler affinity).
 
 A gateway service does its Python work under one GIL, on about one core; its store writer
-child process runs six threads (store lanes and signing lanes). The scheduler shares a
-busy CPU between runnable threads, not processes: left to it, the writer's threads take
-turns on both cores of a two-core machine, and the service's ingest thread, which all
-others of its process wait for, gets a fraction of one. :func:`split` gives each its own
+child process runs a thread per store lane and signing lane. The scheduler shares a busy
+CPU between runnable threads, not processes: left to it, the writer's threads take turns
+on both cores of a two-core machine, and the service's ingest thread, which all others of
+its process wait for, gets a fraction of one. :func:`split` gives each its own
 CPUs; :func:`pin_threads` puts every thread of the calling process on its share, and the
 child sets its own at start (threads inherit the affinity of the thread that starts them).
 

@@ -119,49 +119,30 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize(("when", "match"), [("write", "full"), ("commit", "FOREIGN KEY")])
+@pytest.mark.parametrize(
+    ("store_writer", "when", "match"),
+    [(False, "write", "full"), (False, "commit", "FOREIGN KEY"), (True, "write", "full")],
+)
 def test_a_failed_commit_stops_its_instance_only_and_leaves_nothing_behind(
-    instances: list[GatewayInstance], when: str, match: str
+    request: pytest.FixtureRequest, store_writer: bool, when: str, match: str
 ) -> None:
     """A transaction SQLite refuses: later batches of that instance are not committed, the
-    other instance's are, the error is raised, and re-sent frames are accepted afterwards."""
-    failing, healthy = instances
+    other instance's are, the error is raised, and re-sent frames are accepted afterwards.
+
+    With a writer process the instance's second batch is handed over before the first
+    one's answer is in, and the writer refuses it (its connections skip the foreign-key
+    check, so only the refusal of the rows applies there)."""
+    pair = "writer_instances" if store_writer else "instances"
+    failing, healthy = request.getfixturevalue(pair)
+    assert failing.store.pipelined is store_writer
     blocker = sqlite3.connect(failing.store.path)
     blocker.executescript(REFUSALS[when])
     blocker.commit()
     first, _, third = batches()
     seen: list[str] = []
     with Committer() as committer:
-        jobs = [(failing, first), (healthy, first), (failing, third), (healthy, third)]
-        with pytest.raises(StoreError, match=match):
-            committer.ingest(jobs, lambda inst, _: seen.append(inst.name))
-        assert seen == ["gw1", "gw1"]
-        assert (failing.store.count(), healthy.store.count()) == (0, 4)
-        assert failing.counters.frames == 0
-        blocker.execute("DROP TRIGGER refuse")
-        blocker.commit()
-        again = committer.ingest([(failing, first), (failing, third)])
-    blocker.close()
-    assert [len(r.accepted) for r in again] == [2, 2]
-    assert failing.store.digest() == healthy.store.digest()
-
-
-def test_with_a_writer_batches_after_a_failed_one_are_refused_and_nothing_is_announced(
-    writer_instances: list[GatewayInstance],
-) -> None:
-    """With a writer process an instance's later batches are handed over before the earlier
-    answer is in; after a refused transaction the writer refuses them too: nothing of the
-    failing instance is stored or announced, the other's is, and re-sent frames go in."""
-    failing, healthy = writer_instances
-    assert failing.store.pipelined
-    blocker = sqlite3.connect(failing.store.path)
-    blocker.executescript(REFUSALS["write"])
-    blocker.commit()
-    first, _, third = batches()
-    seen: list[str] = []
-    with Committer() as committer:
         jobs = [(failing, first), (failing, third), (healthy, first), (healthy, third)]
-        with pytest.raises(StoreError, match="full"):
+        with pytest.raises(StoreError, match=match):
             committer.ingest(jobs, lambda inst, _: seen.append(inst.name))
         assert seen == ["gw1", "gw1"]
         assert (failing.store.count(), healthy.store.count()) == (0, 4)
