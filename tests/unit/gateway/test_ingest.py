@@ -41,13 +41,22 @@ def batches() -> list[list[tuple[bytes, float]]]:
     return [first, second, third]
 
 
-@pytest.fixture
-def instances(tmp_path: Path) -> Iterator[list[GatewayInstance]]:
+def _pair(folder: Path, writer: StoreWriter | None) -> list[GatewayInstance]:
     """Two instances with both meters registered (synchronous=NORMAL)."""
-    out = [GatewayInstance(f"gw{k}", tmp_path / f"gw{k}", synchronous="NORMAL") for k in (0, 1)]
+    out = [
+        GatewayInstance(f"gw{k}", folder / f"gw{k}", synchronous="NORMAL", writer=writer)
+        for k in (0, 1)
+    ]
     for inst in out:
         for meter in METERS:
             inst.registry.add(MeterEntry(meter=meter, manufacturer="EMH", key=KEY, security=5))
+    return out
+
+
+@pytest.fixture
+def instances(tmp_path: Path) -> Iterator[list[GatewayInstance]]:
+    """Two instances (:func:`_pair`) writing their own stores."""
+    out = _pair(tmp_path, None)
     yield out
     for inst in out:
         inst.close()
@@ -55,15 +64,9 @@ def instances(tmp_path: Path) -> Iterator[list[GatewayInstance]]:
 
 @pytest.fixture
 def writer_instances(tmp_path: Path) -> Iterator[list[GatewayInstance]]:
-    """Two instances as :func:`instances`, whose stores a writer process writes."""
+    """Two instances (:func:`_pair`) whose stores a writer process writes."""
     writer = StoreWriter()
-    out = [
-        GatewayInstance(f"gw{k}", tmp_path / f"gw{k}", synchronous="NORMAL", writer=writer)
-        for k in (0, 1)
-    ]
-    for inst in out:
-        for meter in METERS:
-            inst.registry.add(MeterEntry(meter=meter, manufacturer="EMH", key=KEY, security=5))
+    out = _pair(tmp_path, writer)
     yield out
     for inst in out:
         inst.close()
