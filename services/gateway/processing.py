@@ -54,6 +54,7 @@ from smtestbed.services.gateway.schema import (
     Reason,
     Rejection,
     Value,
+    meter_state,
 )
 from smtestbed.services.gateway.unsafe import (
     SkippedChecks,
@@ -649,21 +650,8 @@ def next_state(previous: MeterState | None, reading: Reading) -> MeterState:
         if value.function == "instantaneous":
             key = (value.quantity, value.unit, value.storage_number, value.tariff, value.subunit)
             counters[key] = value.value
-    # Fills the slots directly, as _reading does: the overlay builds one state per frame of
-    # a meter heard twice before a commit.
-    state = object.__new__(MeterState)
-    t_sim, access, counter, merged = _STATE_SETTERS
-    t_sim(state, reading.t_sim)
-    access(state, reading.access_number)
-    counter(state, reading.message_counter)
-    merged(state, counters)
-    return state
-
-
-_STATE_SETTERS = tuple(
-    MeterState.__dict__[name].__set__
-    for name in ("t_sim", "access_number", "message_counter", "counters")
-)
+    # the overlay builds one state per frame of a meter heard twice before a commit
+    return meter_state(reading.t_sim, reading.access_number, reading.message_counter, counters)
 
 
 class _Pending:

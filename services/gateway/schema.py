@@ -112,3 +112,27 @@ class MeterState:
     access_number: int
     message_counter: int
     counters: dict[tuple[str, str, int, int, int], float] = field(default_factory=dict)
+
+
+_STATE_SETTERS = tuple(
+    MeterState.__dict__[name].__set__
+    for name in ("t_sim", "access_number", "message_counter", "counters")
+)
+
+
+def meter_state(
+    t_sim: float,
+    access_number: int,
+    message_counter: int,
+    counters: dict[tuple[str, str, int, int, int], float],
+) -> MeterState:
+    """Return ``MeterState(...)`` of these fields, built without the frozen dataclass's
+    ``__init__`` (which sets each field through ``object.__setattr__``): ingest builds one
+    per meter of every batch, most often one per reading."""
+    state = object.__new__(MeterState)
+    set_t_sim, set_access, set_counter, set_counters = _STATE_SETTERS
+    set_t_sim(state, t_sim)
+    set_access(state, access_number)
+    set_counter(state, message_counter)
+    set_counters(state, counters)
+    return state

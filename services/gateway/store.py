@@ -52,7 +52,7 @@ from typing import Any, Literal, NamedTuple
 
 from smtestbed.services._runtime.errors import RequestError, TestbedError
 from smtestbed.services._runtime.transactions import write_transaction
-from smtestbed.services.gateway.schema import MeterState, Reading, Taf, Value
+from smtestbed.services.gateway.schema import MeterState, Reading, Taf, Value, meter_state
 from smtestbed.services.gateway.store_checks import (
     MAX_INT,
     check,
@@ -847,10 +847,6 @@ def _value_rows(new: Iterable[tuple[int, Reading]]) -> list[tuple[Any, ...]]:
 
 
 _STATE_KEY_OF = operator.attrgetter("quantity", "unit", "storage_number", "tariff", "subunit")
-_STATE_SETTERS = tuple(
-    MeterState.__dict__[name].__set__
-    for name in ("t_sim", "access_number", "message_counter", "counters")
-)
 
 
 def _next_states(states: dict[str, MeterState], new: Sequence[Reading]) -> dict[str, MeterState]:
@@ -868,17 +864,10 @@ def _next_states(states: dict[str, MeterState], new: Sequence[Reading]) -> dict[
             if v.function == _COUNTER_FUNCTION:
                 merged[key_of(v)] = float(v.value)
         last[meter] = reading
-    # Fills the slots directly (the frozen dataclass __init__ sets each field through
-    # object.__setattr__): one state per meter of every batch, most often per reading.
-    set_t_sim, set_access, set_counter, set_counters = _STATE_SETTERS
-    out: dict[str, MeterState] = {}
-    for meter, r in last.items():
-        state = out[meter] = object.__new__(MeterState)
-        set_t_sim(state, float(r.t_sim))
-        set_access(state, r.access_number)
-        set_counter(state, r.message_counter)
-        set_counters(state, counters[meter])
-    return out
+    return {
+        meter: meter_state(float(r.t_sim), r.access_number, r.message_counter, counters[meter])
+        for meter, r in last.items()
+    }
 
 
 def _state_row(meter: str, state: MeterState) -> tuple[Any, ...]:
